@@ -1,0 +1,213 @@
+"""CIFAR-10/100 input: the binary batch files, tensorflow-datasets, or synthetic images, via tf.data.
+
+Every source yields the same thing, all examples of a split as uint8 images [N, 32, 32, 3] and
+int32 labels [N], which `build_input` turns into batches. CIFAR is small (150 MB for 50k
+images), so holding a split in memory is cheap, and it lets the training order be a pure
+function of (seed, step): a resumed run reads exactly what an uninterrupted one would.
+"""
+
+import collections
+import glob
+import os
+
+import numpy as np
+import tensorflow as tf
+
+IMAGE_SIZE = 32
+DEPTH = 3
+IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE * DEPTH
+PAD = 4  # training images are padded to 40x40, then randomly cropped back to 32x32
+
+DatasetSpec = collections.namedtuple('DatasetSpec', 'num_classes label_offset train_files test_files folder tfds_name')
+DATASETS = {
+    # CIFAR-10 records: 1 label byte + 3072 pixel bytes (1024 red, 1024 green, 1024 blue).
+    'cifar10': DatasetSpec(10, 0, 'data_batch_*.bin', 'test_batch.bin', 'cifar-10-batches-bin', 'cifar10'),
+    # CIFAR-100 records: coarse label byte + fine label byte + 3072 pixel bytes; the fine label is used.
+    'cifar100': DatasetSpec(100, 1, 'train.bin', 'test.bin', 'cifar-100-binary', 'cifar100'),
+}
+SPLITS = ('train', 'validation', 'test')
+SYNTHETIC_SIZES = {'train': 4096, 'validation': 512, 'test': 1024}
+
+
+class DataError(ValueError):
+    """Input the user pointed at is missing or malformed; the message names the file or flag."""
+
+
+def record_bytes(dataset):
+    return DATASETS[dataset].label_offset + 1 + IMAGE_BYTES
+
+
+def data_patterns(dataset, data_dir):
+    """(train pattern, test pattern) inside data_dir, or inside the archive's folder below it."""
+    spec = DATASETS[dataset]
+    nested = os.path.join(data_dir, spec.folder)
+    if os.path.isdir(nested):
+        data_dir = nested
+    data_dir = os.path.abspath(data_dir)
+    return os.path.join(data_dir, spec.train_files), os.path.join(data_dir, spec.test_files)
+
+
+def _check_file(path, dataset):
+    """Refuses empty files and files that are not whole records of this dataset."""
+    size = os.path.getsize(path)
+    expected = record_bytes(dataset)
+    if size == 0:
+        raise DataError(f'{path}: the file is empty; expected {dataset} records of {expected} bytes')
+    if size % expected:
+        hint = ''
+        for other in DATASETS:
+            other_bytes = record_bytes(other)
+            if other != dataset and size % other_bytes == 0:
+                hint = f'; it looks like {other} ({other_bytes}-byte records): pass --dataset={other}'
+        raise DataError(f'{path}: {size} bytes is not a whole number of {expected}-byte {dataset} records{hint}')
+    return size // expected
+
+
+def list_files(pattern, dataset, flag):
+    """The sorted files matching pattern, each checked; `flag` names where the pattern came from."""
+    files = sorted(f for f in glob.glob(pattern) if os.path.isfile(f))
+    if not files:
+        raise DataError(f'{flag}: no file matches {pattern}')
+    for path in files:
+        _check_file(path, dataset)
+    return files
+
+
+def read_records(files, dataset):
+    """All records of the files, in order, as (uint8 images [N, 32, 32, 3], int32 labels [N])."""
+    spec = DATASETS[dataset]
+
+    def decode(record):
+        raw = tf.io.decode_raw(record, tf.uint8)
+        label = tf.cast(raw[spec.label_offset], tf.int32)
+        depth_major = tf.reshape(raw[spec.label_offset + 1 :], [DEPTH, IMAGE_SIZE, IMAGE_SIZE])
+        return tf.transpose(depth_major, [1, 2, 0]), label
+
+    images, labels = [], []
+    for path in files:
+        records = tf.data.FixedLengthRecordDataset(path, record_bytes(dataset)).map(decode)
+        file_images, file_labels = records.batch(1 << 30).get_single_element()
+        bad = np.flatnonzero(file_labels.numpy() >= spec.num_classes)
+        if bad.size:
+            raise DataError(
+                f'{path}: record {bad[0]} has label {file_labels.numpy()[bad[0]]}, '
+                f'but {dataset} labels are 0..{spec.num_classes - 1}'
+            )
+        images.append(file_images)
+        labels.append(file_labels)
+    return tf.concat(images, 0), tf.concat(labels, 0)
+
+
+def _hold_out(images, labels, split, validation_size, source):
+    """Splits training examples: the last validation_size are the validation split."""
+    total = int(labels.shape[0])
+    if validation_size >= total:
+        raise DataError(
+            f'--validation_size: {validation_size} must be less than the {total} training images in {source}'
+        )
+    keep = total - validation_size
+    if split == 'train':
+        return images[:keep], labels[:keep]
+    if validation_size == 0:
+        raise DataError('--eval_split=validation needs --validation_size > 0 when training')
+    return images[keep:], labels[keep:]
+
+
+def _load_tfds(dataset, split, validation_size, data_dir):
+    import tensorflow_datasets as tfds
+
+    name = DATASETS[dataset].tfds_name
+    if split == 'test':
+        tfds_split = 'test'
+    elif validation_size == 0:
+        if split == 'validation':
+            raise DataError('--eval_split=validation needs --validation_size > 0 when training')
+        tfds_split = 'train'
+    else:
+        tfds_split = f'train[:-{validation_size}]' if split == 'train' else f'train[-{validation_size}:]'
+    try:
+        examples = tfds.load(name, split=tfds_split, data_dir=data_dir, as_supervised=True)
+    except Exception as e:  # tfds raises many kinds (download, missing files); the user needs one line.
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(f'--data_source=tfds: cannot load {name} split {tfds_split}: {first_line}') from None
+    images, labels = examples.batch(1 << 30).get_single_element()
+    return tf.cast(images, tf.uint8), tf.cast(labels, tf.int32)
+
+
+def _synthetic(dataset, split, seed):
+    """Random images and labels for smoke runs and benchmarks: no files needed."""
+    size = SYNTHETIC_SIZES[split]
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    images = rng.integers(0, 256, (size, IMAGE_SIZE, IMAGE_SIZE, DEPTH), dtype=np.uint8)
+    labels = rng.integers(0, DATASETS[dataset].num_classes, size, dtype=np.int32)
+    return tf.constant(images), tf.constant(labels)
+
+
+def load_split(
+    dataset, data_source, split, pattern=None, flag='--data_dir', validation_size=0, tfds_data_dir=None, seed=0
+):
+    """All examples of one split as (uint8 images [N, 32, 32, 3], int32 labels [N]).
+
+    For binary data, `pattern` matches the training files for the train and validation splits
+    and the test files for the test split; `flag` names the flag it came from, for errors.
+    """
+    if split not in SPLITS:
+        raise DataError(f'split: expected one of {", ".join(SPLITS)}, got {split!r}')
+    if data_source == 'synthetic':
+        return _synthetic(dataset, split, seed)
+    if data_source == 'tfds':
+        return _load_tfds(dataset, split, validation_size, tfds_data_dir)
+    if data_source != 'binary':
+        raise DataError(f'--data_source: expected binary, tfds or synthetic, got {data_source!r}')
+    if not pattern:
+        raise DataError(f'{flag}: no data given; pass --data_dir (or --train_data_path/--eval_data_path)')
+    images, labels = read_records(list_files(pattern, dataset, flag), dataset)
+    if split == 'test':
+        return images, labels
+    return _hold_out(images, labels, split, validation_size, pattern)
+
+
+def standardize(image):
+    """Per-image standardization, as the original: zero mean, unit variance per image."""
+    return tf.image.per_image_standardization(image)
+
+
+def augment(image, seed):
+    """Pad to 40x40, random-crop 32x32, random left-right flip; stateless, so `seed` decides all."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    image = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]])
+    image = tf.image.stateless_random_crop(image, [IMAGE_SIZE, IMAGE_SIZE, DEPTH], seed=crop_seed)
+    return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+
+
+def train_dataset(images, labels, batch_size, seed=0, start_step=0):
+    """Endless augmented batches, reshuffled every epoch, starting at batch `start_step`.
+
+    Example position p of the run is record index_shuffle(p mod N) of epoch p div N, augmented
+    with the seed (seed, p): the same seed and step always give the same batch.
+    """
+    num_examples = int(labels.shape[0])
+    seed = tf.constant(seed, tf.int64)
+
+    def example(position):
+        epoch, index = position // num_examples, position % num_examples
+        record = tf.random.experimental.index_shuffle(index, seed=tf.stack([seed, epoch]), max_index=num_examples - 1)
+        image = augment(tf.gather(images, record), seed=tf.stack([seed, position]))
+        return standardize(image), tf.gather(labels, record)
+
+    positions = tf.data.Dataset.range(start_step * batch_size, np.iinfo(np.int64).max)
+    return (
+        positions.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def eval_dataset(images, labels, batch_size):
+    """Every example exactly once, in order, standardized; the last batch may be partial."""
+    return (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .batch(batch_size)
+        .map(lambda x, y: (standardize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )

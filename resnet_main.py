@@ -1,0 +1,422 @@
+"""ResNet on CIFAR-10/100: train, evaluate, or both.
+
+    python resnet_main.py --mode=train --data_dir=DIR --log_root=runs/r32
+    python resnet_main.py --mode=eval --data_dir=DIR --log_root=runs/r32 --eval_once
+
+A run lives in --log_root: hparams.json (what the run is), checkpoints ckpt-STEP, train/ and
+eval/ summaries and eval/metrics.json. A later train resumes it; eval reads what it needs
+from hparams.json, so the training flags are never repeated.
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # keep TensorFlow's C++ start-up chatter out of the way
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+import cifar_input  # noqa: E402
+import resnet_model  # noqa: E402
+
+# The original's flags, same names and meaning.
+flags.DEFINE_enum('dataset', 'cifar10', list(cifar_input.DATASETS), 'cifar10 or cifar100.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'train_and_eval'], 'What to run.')
+flags.DEFINE_string('train_data_path', None, 'File pattern of the training batch files.')
+flags.DEFINE_string('eval_data_path', None, 'File pattern of the test batch files.')
+flags.DEFINE_string('log_root', None, 'Directory of the run: checkpoints, hparams.json, summaries.')
+flags.DEFINE_string('train_dir', None, 'Training summaries (default LOG_ROOT/train).')
+flags.DEFINE_string('eval_dir', None, 'Eval summaries and metrics.json (default LOG_ROOT/eval).')
+flags.DEFINE_bool('eval_once', False, 'Evaluate the newest checkpoint once, then exit.')
+flags.DEFINE_integer('num_gpus', 0, 'GPUs to use: 0 (CPU) or 1.', lower_bound=0)
+# Added.
+flags.DEFINE_string(
+    'data_dir',
+    None,
+    'Folder with the binary batch files, or the folder holding cifar-10-batches-bin'
+    ' / cifar-100-binary; the train and eval patterns follow from it.',
+)
+flags.DEFINE_enum('data_source', 'binary', ['binary', 'tfds', 'synthetic'], 'Where images come from.')
+flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory (with --data_source=tfds).')
+flags.DEFINE_integer('validation_size', 0, 'Hold out the last N training images as a validation split.', lower_bound=0)
+flags.DEFINE_enum('eval_split', 'test', ['test', 'validation'], 'What eval measures.')
+flags.DEFINE_string('hparams', 'resnet32', f'A preset ({", ".join(resnet_model.preset_names())}) or a JSON file.')
+flags.DEFINE_string(
+    'hparams_override', '', 'Comma-separated key=value, lists in brackets: train_steps=960,lr_boundaries=[480,720].'
+)
+flags.DEFINE_integer('train_steps', None, 'Stop training at this step (overrides the preset).', lower_bound=1)
+flags.DEFINE_integer('checkpoint_every_steps', 1000, 'Save a checkpoint every N steps (and at the end).', lower_bound=1)
+flags.DEFINE_integer('keep_checkpoints', 5, 'How many of the newest checkpoints to keep.', lower_bound=1)
+flags.DEFINE_integer('summary_every_steps', 100, 'Log and write training summaries every N steps.', lower_bound=1)
+flags.DEFINE_integer('eval_every_steps', 1000, 'With --mode=train_and_eval: evaluate every N steps.', lower_bound=1)
+flags.DEFINE_integer(
+    'eval_batch_size', 500, 'Eval batch size (any size; the last batch may be partial).', lower_bound=1
+)
+flags.DEFINE_integer('eval_timeout_secs', 600, 'Eval gives up after this long without a new checkpoint.', lower_bound=0)
+flags.DEFINE_integer('seed', 0, 'Seed of weight initialization, data order and augmentation.')
+flags.mark_flag_as_required('log_root')
+
+FLAGS = flags.FLAGS
+RUN_CONFIG = 'hparams.json'
+METRICS = 'metrics.json'
+
+# What a run saves beside hparams and dataset, so that later modes need not repeat it.
+DATA_FLAGS = ('data_source', 'train_data_path', 'eval_data_path', 'tfds_data_dir', 'validation_size', 'seed')
+
+
+class RunError(Exception):
+    """The run cannot go on as asked; the message says why and what to do."""
+
+
+# ---------------------------------------------------------------------------
+# The run's configuration: flags over what LOG_ROOT/hparams.json saved.
+
+
+def _write_json(path, values):
+    """Writes atomically, so a reader never sees half a file."""
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(values, f, indent=2)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+def _read_run_config(log_root):
+    path = os.path.join(log_root, RUN_CONFIG)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        resnet_model.make_hparams(saved['hparams'], source=path)
+        return saved
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(f'{path}: unreadable run configuration ({e}); move it away or use another --log_root') from None
+
+
+def _describe(config):
+    arch = resnet_model.architecture(resnet_model.make_hparams(config['hparams']))
+    settings = ', '.join(f'{k}={json.dumps(v)}' for k, v in arch.items())
+    return f'preset {config["preset"]} on {config["dataset"]} ({settings})'
+
+
+def resolve_run_config():
+    """The run to do: saved settings, then whatever the user passed explicitly on top."""
+    saved = _read_run_config(FLAGS.log_root)
+    explicit = {name for name in FLAGS if FLAGS[name].present}
+
+    def setting(name):
+        return getattr(FLAGS, name) if name in explicit or saved is None else saved['data'].get(name)
+
+    dataset = FLAGS.dataset if 'dataset' in explicit or saved is None else saved['dataset']
+    if 'hparams' in explicit or saved is None:
+        preset, hps = FLAGS.hparams, resnet_model.load_preset(FLAGS.hparams)
+    else:
+        preset, hps = saved['preset'], resnet_model.make_hparams(saved['hparams'])
+    overrides = resnet_model.parse_overrides(FLAGS.hparams_override)
+    num_classes = cifar_input.DATASETS[dataset].num_classes
+    if overrides.setdefault('num_classes', num_classes) != num_classes:
+        raise resnet_model.HParamsError(f'hparam num_classes: follows --dataset ({dataset}: {num_classes})')
+    if FLAGS.train_steps is not None:
+        overrides['train_steps'] = FLAGS.train_steps
+    hps = resnet_model.make_hparams({**hps._asdict(), **overrides}, source='--hparams_override')
+
+    data = {name: setting(name) for name in DATA_FLAGS}
+    if FLAGS.data_dir and (saved is None or 'data_dir' in explicit):
+        train_pattern, eval_pattern = cifar_input.data_patterns(dataset, FLAGS.data_dir)
+        data['train_data_path'] = FLAGS.train_data_path or train_pattern
+        data['eval_data_path'] = FLAGS.eval_data_path or eval_pattern
+    config = {'dataset': dataset, 'preset': preset, 'hparams': hps._asdict(), 'data': data}
+    if saved is not None and (
+        saved['dataset'] != dataset
+        or resnet_model.architecture(resnet_model.make_hparams(saved['hparams'])) != resnet_model.architecture(hps)
+    ):
+        raise RunError(
+            f'{FLAGS.log_root} holds a run of {_describe(saved)}; the flags ask for {_describe(config)}. '
+            'Use another --log_root, or drop the flags that change the network.'
+        )
+    return config
+
+
+def _data_flag(config, split):
+    """The pattern and the flag it came from, for messages."""
+    if split == 'test':
+        return config['data']['eval_data_path'], '--eval_data_path' if FLAGS.eval_data_path else '--data_dir'
+    return config['data']['train_data_path'], '--train_data_path' if FLAGS.train_data_path else '--data_dir'
+
+
+def load_split(config, split):
+    pattern, flag = _data_flag(config, split)
+    data = config['data']
+    return cifar_input.load_split(
+        config['dataset'],
+        data['data_source'],
+        split,
+        pattern=pattern,
+        flag=flag,
+        validation_size=data['validation_size'],
+        tfds_data_dir=data['tfds_data_dir'],
+        seed=data['seed'],
+    )
+
+
+def _make_dir(path, flag):
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f'.write-test-{os.getpid()}')
+        open(probe, 'w').close()
+        os.remove(probe)
+    except OSError as e:
+        raise RunError(f'{flag}: cannot write to {path}: {e.strerror}') from None
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Evaluation, shared by --mode=eval and --mode=train_and_eval.
+
+
+class Evaluator:
+    """Evaluates a model on a whole split and reports to eval_dir: summaries and metrics.json."""
+
+    def __init__(self, resnet, images, labels, eval_dir):
+        self.eval_step = resnet.build_eval_op()
+        self.dataset = cifar_input.eval_dataset(images, labels, FLAGS.eval_batch_size)
+        self.eval_dir = eval_dir
+        self.writer = tf.summary.create_file_writer(eval_dir)
+        previous = os.path.join(eval_dir, METRICS)
+        self.best_precision = 0.0
+        if os.path.exists(previous):
+            with open(previous) as f:
+                self.best_precision = json.load(f).get('best_precision', 0.0)
+
+    def __call__(self, step, checkpoint):
+        loss_sum, correct, count = 0.0, 0, 0
+        for images, labels in self.dataset:
+            result = self.eval_step(images, labels)
+            loss_sum += float(result['loss_sum'])
+            correct += int(result['correct'])
+            count += int(result['count'])
+        precision, loss = correct / count, loss_sum / count
+        self.best_precision = max(self.best_precision, precision)
+        with self.writer.as_default(step=step):
+            tf.summary.scalar('Precision', precision)
+            tf.summary.scalar('Best Precision', self.best_precision)
+            tf.summary.scalar('loss', loss)
+        self.writer.flush()
+        metrics = {
+            'step': step,
+            'precision': precision,
+            'best_precision': self.best_precision,
+            'loss': loss,
+            'num_examples': count,
+            'checkpoint': checkpoint,
+        }
+        _write_json(os.path.join(self.eval_dir, METRICS), metrics)
+        logging.info(
+            'eval at step %d: loss %.4f, precision %.4f, best precision %.4f (%d images)',
+            step,
+            loss,
+            precision,
+            self.best_precision,
+            count,
+        )
+        return metrics
+
+
+def _eval_split():
+    return 'validation' if FLAGS.eval_split == 'validation' else 'test'
+
+
+def evaluate(config):
+    """Evaluates checkpoints as they appear; stops after the one at train_steps, or on timeout."""
+    hps = resnet_model.make_hparams(config['hparams'])
+    images, labels = load_split(config, _eval_split())
+    resnet = resnet_model.ResNet(hps)
+    model = resnet.build_model()
+    step = tf.Variable(0, dtype=tf.int64)
+    checkpoint = tf.train.Checkpoint(model=model, step=step)
+    evaluator = Evaluator(resnet, images, labels, _make_dir(FLAGS.eval_dir, '--eval_dir'))
+    logging.info(
+        'waiting for checkpoints in %s (up to %d s without a new one)', FLAGS.log_root, FLAGS.eval_timeout_secs
+    )
+    evaluated = 0
+    for path in tf.train.checkpoints_iterator(FLAGS.log_root, min_interval_secs=1, timeout=FLAGS.eval_timeout_secs):
+        checkpoint.restore(path).expect_partial()
+        evaluator(int(step.numpy()), path)
+        evaluated += 1
+        if FLAGS.eval_once or int(step.numpy()) >= hps.train_steps:
+            return
+    if not evaluated:
+        raise RunError(
+            f'--log_root: no checkpoint appeared in {FLAGS.log_root} within {FLAGS.eval_timeout_secs} s '
+            '(--eval_timeout_secs)'
+        )
+    logging.info('no new checkpoint for %d s; stopping', FLAGS.eval_timeout_secs)
+
+
+# ---------------------------------------------------------------------------
+# Training.
+
+
+class _StopRequest:
+    """Turns SIGTERM and SIGINT into a request the loop honours after its current step."""
+
+    def __init__(self):
+        self.signal = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+
+
+def _image_summary(images):
+    """Standardized images rescaled to [0, 1] per image, for TensorBoard."""
+    low = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
+    high = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
+    return (images - low) / tf.maximum(high - low, 1e-6)
+
+
+def _format_seconds(seconds):
+    return time.strftime('%H:%M:%S', time.gmtime(max(0, seconds)))
+
+
+def train(config, evaluate_every=None):
+    """Trains to train_steps, checkpointing as it goes; resumes from the newest checkpoint."""
+    hps = resnet_model.make_hparams(config['hparams'])
+    seed = config['data']['seed']
+    log_root = _make_dir(FLAGS.log_root, '--log_root')
+    images, labels = load_split(config, 'train')
+
+    keras.utils.set_random_seed(seed)
+    resnet = resnet_model.ResNet(hps)
+    model = resnet.build_model()
+    train_step = resnet.build_train_op()
+    step_var = resnet.optimizer.iterations
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=resnet.optimizer, step=step_var)
+    manager = tf.train.CheckpointManager(
+        checkpoint, log_root, max_to_keep=FLAGS.keep_checkpoints, checkpoint_name='ckpt'
+    )
+    sys.stdout.write(f'total_params: {resnet_model.count_params(model)}\n')
+    sys.stdout.flush()
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        logging.info('resumed from %s', manager.latest_checkpoint)
+    step = int(step_var.numpy())
+    if step > hps.train_steps:
+        raise RunError(f'--train_steps: {hps.train_steps} is below step {step} of {manager.latest_checkpoint}')
+    _write_json(os.path.join(log_root, RUN_CONFIG), config)
+
+    evaluator = None
+    if evaluate_every:
+        eval_images, eval_labels = load_split(config, _eval_split())
+        evaluator = Evaluator(resnet, eval_images, eval_labels, _make_dir(FLAGS.eval_dir, '--eval_dir'))
+    writer = tf.summary.create_file_writer(_make_dir(FLAGS.train_dir, '--train_dir'))
+    dataset = cifar_input.train_dataset(images, labels, hps.batch_size, seed=seed, start_step=step)
+    stop = _StopRequest()
+    logging.info(
+        'training %s on %d %s images from step %d to %d',
+        config['preset'],
+        int(labels.shape[0]),
+        config['dataset'],
+        step,
+        hps.train_steps,
+    )
+
+    saved_step = step if manager.latest_checkpoint else None
+
+    def save(step):
+        nonlocal saved_step
+        path = manager.save(checkpoint_number=step)
+        saved_step = step
+        logging.info('saved %s', path)
+        return path
+
+    interval_start, interval_step, images_written = time.time(), step, False
+    for batch_images, batch_labels in dataset:
+        if step >= hps.train_steps or stop.signal:
+            break
+        metrics = train_step(batch_images, batch_labels)
+        step += 1
+        last = step == hps.train_steps
+        if step % FLAGS.summary_every_steps == 0 or last:
+            values = {name: float(value) for name, value in metrics.items()}
+            if not np.isfinite(values['cost']):
+                raise RunError(
+                    f'training diverged: the loss is {values["cost"]} at step {step}; no checkpoint was '
+                    f'written from it; the last good one is {manager.latest_checkpoint}'
+                )
+            elapsed = time.time() - interval_start
+            images_per_sec = (step - interval_step) * hps.batch_size / elapsed
+            remaining = (hps.train_steps - step) * hps.batch_size / images_per_sec
+            logging.info(
+                'step %d/%d: loss %.4f, precision %.4f, learning rate %.5f, %.1f images/sec, %s remaining',
+                step,
+                hps.train_steps,
+                values['cost'],
+                values['precision'],
+                values['learning_rate'],
+                images_per_sec,
+                _format_seconds(remaining),
+            )
+            with writer.as_default(step=step):
+                for name, value in values.items():
+                    tf.summary.scalar('Precision' if name == 'precision' else name, value)
+                tf.summary.scalar('images/sec', images_per_sec)
+                if not images_written:
+                    tf.summary.image('images', _image_summary(batch_images), max_outputs=4)
+                    images_written = True
+            writer.flush()
+            interval_start, interval_step = time.time(), step
+        if step % FLAGS.checkpoint_every_steps == 0 or last or (evaluator and step % evaluate_every == 0):
+            paused = time.time()
+            path = save(step)
+            if evaluator and (step % evaluate_every == 0 or last):
+                evaluator(step, path)
+            interval_start += time.time() - paused  # images/sec counts training time only
+    if stop.signal:
+        if saved_step != step:
+            save(step)
+        logging.info('stopped by %s at step %d; run the same command to resume', stop.signal, step)
+        sys.exit(128 + signal.Signals[stop.signal].value)
+    logging.info('training done at step %d', step)
+
+
+# ---------------------------------------------------------------------------
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    if FLAGS.num_gpus > 1:
+        raise RunError('--num_gpus: this trainer runs on 0 or 1 GPU')
+    if FLAGS.num_gpus == 0:
+        tf.config.set_visible_devices([], 'GPU')
+    FLAGS.train_dir = FLAGS.train_dir or os.path.join(FLAGS.log_root, 'train')
+    FLAGS.eval_dir = FLAGS.eval_dir or os.path.join(FLAGS.log_root, 'eval')
+    config = resolve_run_config()
+    if FLAGS.mode == 'train':
+        train(config)
+    elif FLAGS.mode == 'train_and_eval':
+        train(config, evaluate_every=FLAGS.eval_every_steps)
+    else:
+        evaluate(config)
+
+
+def run(argv):
+    """main() with user mistakes reported as one line and a non-zero exit, not a traceback."""
+    try:
+        main(argv)
+    except (resnet_model.HParamsError, cifar_input.DataError, RunError) as e:
+        logging.flush()
+        sys.stderr.write(f'error: {e}\n')
+        sys.exit(2)
+
+
+if __name__ == '__main__':
+    app.run(run)

@@ -1,0 +1,376 @@
+"""ResNet model for CIFAR-10/100: the TF-models `research/resnet` network in Keras.
+
+Related papers:
+  Identity Mappings in Deep Residual Networks, https://arxiv.org/abs/1603.05027
+  Deep Residual Learning for Image Recognition, https://arxiv.org/abs/1512.03385
+  Wide Residual Networks, https://arxiv.org/abs/1605.07146
+"""
+
+import collections
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+HParams = collections.namedtuple(
+    'HParams',
+    [
+        # The original's nine fields.
+        'batch_size',  # global batch, split across replicas
+        'num_classes',
+        'min_lrn_rate',  # the schedule never goes below this
+        'lrn_rate',  # initial learning rate
+        'num_residual_units',  # per stage
+        'use_bottleneck',
+        'weight_decay_rate',  # times the L2 loss of conv and dense kernels
+        'relu_leakiness',
+        'optimizer',  # 'mom' or 'sgd'
+        # What the loop needs.
+        'filters',  # [stem, stage 1, stage 2, stage 3] output widths
+        'lr_boundaries',  # steps at which the learning rate is divided by 10
+        'train_steps',  # training stops here
+        'momentum',
+        'bn_decay',  # batch-norm moving-average decay
+        'bn_epsilon',
+        'warmup_steps',  # linear warm-up from 0 to lrn_rate; 0 turns it off
+    ],
+)
+
+DEFAULT_HPARAMS = HParams(
+    batch_size=128,
+    num_classes=10,
+    min_lrn_rate=0.0001,
+    lrn_rate=0.1,
+    num_residual_units=5,
+    use_bottleneck=False,
+    weight_decay_rate=0.0002,
+    relu_leakiness=0.1,
+    optimizer='mom',
+    filters=[16, 16, 32, 64],
+    lr_boundaries=[40000, 60000, 80000],
+    train_steps=80000,
+    momentum=0.9,
+    bn_decay=0.9,
+    bn_epsilon=0.001,
+    warmup_steps=0,
+)
+
+# Fields that decide the variables: a checkpoint only fits a model that agrees on all of them.
+ARCHITECTURE_FIELDS = ('num_classes', 'num_residual_units', 'use_bottleneck', 'filters')
+
+PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'hparams')
+
+
+class HParamsError(ValueError):
+    """A preset, override or value the user gave is not usable; the message says which."""
+
+
+def preset_names():
+    return sorted(f[: -len('.json')] for f in os.listdir(PRESETS_DIR) if f.endswith('.json'))
+
+
+def _read_json(path, what):
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except OSError as e:
+        raise HParamsError(f'{path}: cannot read {what}: {e.strerror}') from None
+    except json.JSONDecodeError as e:
+        raise HParamsError(f'{path}: not valid JSON ({e.msg} at line {e.lineno})') from None
+    if not isinstance(values, dict):
+        raise HParamsError(f'{path}: expected a JSON object of hparam names to values')
+    return values
+
+
+def _parse_value(text):
+    """An override value: JSON where it parses (numbers, lists, true/false), else a string."""
+    lowered = {'true': 'true', 'false': 'false'}.get(text.strip().lower(), text.strip())
+    try:
+        return json.loads(lowered)
+    except json.JSONDecodeError:
+        return text.strip()
+
+
+def parse_overrides(text):
+    """'a=1,b=[2,3],c=mom' -> {'a': 1, 'b': [2, 3], 'c': 'mom'}; commas inside brackets stay."""
+    overrides, depth, item = {}, 0, ''
+    for char in (text or '') + ',':
+        depth += {'[': 1, ']': -1}.get(char, 0)
+        if char == ',' and depth == 0:
+            if item.strip():
+                key, sep, value = item.partition('=')
+                if not sep or not key.strip():
+                    raise HParamsError(f'--hparams_override: expected key=value, got {item.strip()!r}')
+                overrides[key.strip()] = _parse_value(value)
+            item = ''
+        else:
+            item += char
+    if depth != 0:
+        raise HParamsError(f'--hparams_override: unbalanced brackets in {text!r}')
+    return overrides
+
+
+def _coerce(key, value, default):
+    """Checks an override's type against the default's; ints are accepted for floats."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        expected = {bool: 'true or false', int: 'an integer', float: 'a number', list: 'a list of integers'}
+        raise HParamsError(f'hparam {key}: expected {expected.get(type(default), "a string")}, got {value!r}')
+    return value
+
+
+def _check(condition, key, expected, value):
+    if not condition:
+        raise HParamsError(f'hparam {key}: expected {expected}, got {value!r}')
+
+
+def validate(hps):
+    """Rejects values no run could use, naming the key."""
+    _check(hps.batch_size > 0, 'batch_size', 'a positive integer', hps.batch_size)
+    _check(hps.num_classes > 1, 'num_classes', 'at least 2', hps.num_classes)
+    _check(hps.lrn_rate > 0, 'lrn_rate', 'a positive number', hps.lrn_rate)
+    _check(
+        0 <= hps.min_lrn_rate <= hps.lrn_rate,
+        'min_lrn_rate',
+        f'between 0 and lrn_rate ({hps.lrn_rate})',
+        hps.min_lrn_rate,
+    )
+    _check(hps.num_residual_units > 0, 'num_residual_units', 'a positive integer', hps.num_residual_units)
+    _check(hps.weight_decay_rate >= 0, 'weight_decay_rate', 'a number >= 0', hps.weight_decay_rate)
+    _check(0 <= hps.relu_leakiness < 1, 'relu_leakiness', 'a number in [0, 1)', hps.relu_leakiness)
+    _check(hps.optimizer in ('mom', 'sgd'), 'optimizer', "'mom' or 'sgd'", hps.optimizer)
+    _check(len(hps.filters) == 4 and all(f > 0 for f in hps.filters), 'filters', 'four positive widths', hps.filters)
+    if hps.use_bottleneck:
+        _check(
+            all(f % 4 == 0 for f in hps.filters[1:]),
+            'filters',
+            'stage widths divisible by 4 for bottleneck units',
+            hps.filters,
+        )
+    boundaries = hps.lr_boundaries
+    _check(
+        all(b > 0 for b in boundaries) and all(a < b for a, b in zip(boundaries, boundaries[1:], strict=False)),
+        'lr_boundaries',
+        'strictly increasing positive steps',
+        boundaries,
+    )
+    _check(hps.train_steps > 0, 'train_steps', 'a positive integer', hps.train_steps)
+    _check(0 <= hps.momentum < 1, 'momentum', 'a number in [0, 1)', hps.momentum)
+    _check(0 < hps.bn_decay < 1, 'bn_decay', 'a number in (0, 1)', hps.bn_decay)
+    _check(hps.bn_epsilon > 0, 'bn_epsilon', 'a positive number', hps.bn_epsilon)
+    _check(hps.warmup_steps >= 0, 'warmup_steps', 'an integer >= 0', hps.warmup_steps)
+    return hps
+
+
+def make_hparams(values, source='hparams'):
+    """HParams from DEFAULT_HPARAMS updated by `values`, a dict; unknown keys are refused."""
+    fields = DEFAULT_HPARAMS._asdict()
+    for key, value in values.items():
+        if key not in fields:
+            raise HParamsError(f'{source}: unknown hparam {key!r}; known: {", ".join(HParams._fields)}')
+        fields[key] = _coerce(key, value, DEFAULT_HPARAMS._asdict()[key])
+    return validate(HParams(**fields))
+
+
+def load_preset(name_or_path):
+    """The preset hparams/NAME.json, or a JSON file of hparam values, over the defaults."""
+    if name_or_path.endswith('.json') or os.sep in name_or_path:
+        path = name_or_path
+        if not os.path.isfile(path):
+            raise HParamsError(f'--hparams: no such file {path}')
+    else:
+        path = os.path.join(PRESETS_DIR, name_or_path + '.json')
+        if not os.path.isfile(path):
+            raise HParamsError(f'--hparams: unknown preset {name_or_path!r}; presets: {", ".join(preset_names())}')
+    return make_hparams(_read_json(path, 'hparams'), source=path)
+
+
+def architecture(hps):
+    return {field: getattr(hps, field) for field in ARCHITECTURE_FIELDS}
+
+
+# ---------------------------------------------------------------------------
+# The network, as in the original: pre-activation units, shared BN + ReLU before the first unit.
+
+
+def _conv(filters, kernel_size, strides, name):
+    """Conv without bias, initialized normal with stddev sqrt(2 / (k * k * out)) as the original."""
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding='same',
+        use_bias=False,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=np.sqrt(2.0 / (kernel_size * kernel_size * filters))),
+        name=name,
+    )
+
+
+class ResNet:
+    """Builds the Keras model and its compiled training and evaluation steps from HParams."""
+
+    def __init__(self, hps):
+        self.hps = hps
+        self.model = None
+        self.optimizer = None
+
+    # -- blocks ------------------------------------------------------------
+
+    def _bn_relu(self, x, name):
+        hps = self.hps
+        x = keras.layers.BatchNormalization(momentum=hps.bn_decay, epsilon=hps.bn_epsilon, name=name + '_bn')(x)
+        return keras.layers.LeakyReLU(negative_slope=hps.relu_leakiness, name=name + '_relu')(x)
+
+    def _pre_activation(self, x, activate_before_residual, name):
+        """BN + ReLU of the unit's input; the shortcut shares it only on the first unit."""
+        activated = self._bn_relu(x, name + '_pre')
+        return activated, (activated if activate_before_residual else x)
+
+    def _plain_unit(self, x, out_filter, stride, activate_before_residual, name):
+        """Two 3x3 convs; the shortcut is average-pooled and zero-padded in channels when widths differ."""
+        in_filter = x.shape[-1]
+        x, shortcut = self._pre_activation(x, activate_before_residual, name)
+        x = _conv(out_filter, 3, stride, name + '_conv1')(x)
+        x = self._bn_relu(x, name + '_2')
+        x = _conv(out_filter, 3, 1, name + '_conv2')(x)
+        if in_filter != out_filter:
+            shortcut = keras.layers.AveragePooling2D(stride, stride, padding='valid', name=name + '_pool')(shortcut)
+            pad = (out_filter - in_filter) // 2
+            shortcut = keras.layers.Lambda(
+                lambda t: tf.pad(t, [[0, 0], [0, 0], [0, 0], [pad, out_filter - in_filter - pad]]),
+                name=name + '_pad',
+            )(shortcut)
+        return keras.layers.Add(name=name + '_add')([x, shortcut])
+
+    def _bottleneck_unit(self, x, out_filter, stride, activate_before_residual, name):
+        """1x1, 3x3, 1x1 at a quarter of the width; a strided 1x1 projection when widths differ."""
+        in_filter = x.shape[-1]
+        x, shortcut = self._pre_activation(x, activate_before_residual, name)
+        x = _conv(out_filter // 4, 1, stride, name + '_conv1')(x)
+        x = self._bn_relu(x, name + '_2')
+        x = _conv(out_filter // 4, 3, 1, name + '_conv2')(x)
+        x = self._bn_relu(x, name + '_3')
+        x = _conv(out_filter, 1, 1, name + '_conv3')(x)
+        if in_filter != out_filter:
+            shortcut = _conv(out_filter, 1, stride, name + '_project')(shortcut)
+        return keras.layers.Add(name=name + '_add')([x, shortcut])
+
+    def build_model(self):
+        """The Keras model: standardized 32x32x3 images in, logits out."""
+        hps = self.hps
+        # Keras walks the functional graph recursively: ResNet-1001 is deeper than Python's default limit.
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000 + 60 * 3 * hps.num_residual_units))
+        unit = self._bottleneck_unit if hps.use_bottleneck else self._plain_unit
+        images = keras.Input(shape=(32, 32, 3), name='images')
+        x = _conv(hps.filters[0], 3, 1, 'init_conv')(images)
+        for stage, (width, stride) in enumerate(zip(hps.filters[1:], (1, 2, 2), strict=True), start=1):
+            for i in range(hps.num_residual_units):
+                x = unit(
+                    x,
+                    width,
+                    stride if i == 0 else 1,
+                    activate_before_residual=(stage == 1 and i == 0),
+                    name=f'unit_{stage}_{i}',
+                )
+        x = self._bn_relu(x, 'unit_last')
+        x = keras.layers.GlobalAveragePooling2D(name='pool')(x)
+        logits = keras.layers.Dense(
+            hps.num_classes,
+            kernel_initializer=keras.initializers.VarianceScaling(1.0, 'fan_in', 'uniform'),
+            name='logits',
+        )(x)
+        self.model = keras.Model(images, logits, name='resnet')
+        return self.model
+
+    # -- training ----------------------------------------------------------
+
+    def learning_rate(self, step):
+        """0.1, divided by 10 at each boundary, never below min_lrn_rate; linear warm-up first."""
+        hps = self.hps
+        step = tf.cast(step, tf.float32)
+        divisions = tf.reduce_sum(tf.cast(step >= tf.constant(hps.lr_boundaries, tf.float32), tf.float32))
+        lr = tf.maximum(hps.lrn_rate * tf.pow(0.1, divisions), hps.min_lrn_rate)
+        if hps.warmup_steps:
+            lr *= tf.minimum(1.0, (step + 1.0) / hps.warmup_steps)
+        return lr
+
+    def _kernels(self):
+        """Conv and dense kernels: what weight decay applies to (not biases, not batch norm)."""
+        return [
+            layer.kernel for layer in self.model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+        ]
+
+    def losses(self, logits, labels):
+        """Mean softmax cross-entropy on the logits, and the weight-decay term."""
+        xent = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        weight_decay = self.hps.weight_decay_rate * tf.add_n([tf.nn.l2_loss(k) for k in self._kernels()])
+        return xent, weight_decay
+
+    def build_train_op(self):
+        """Creates the optimizer and returns the compiled training step.
+
+        The step takes a batch (images, int labels) and returns a dict of scalars: cost, xent,
+        weight_decay, precision, learning_rate. It updates the weights, the batch-norm moving
+        averages and the global step (optimizer.iterations).
+        """
+        hps = self.hps
+        if self.model is None:
+            self.build_model()
+        momentum = hps.momentum if hps.optimizer == 'mom' else 0.0
+        self.optimizer = keras.optimizers.SGD(learning_rate=hps.lrn_rate, momentum=momentum)
+        self.optimizer.build(self.model.trainable_variables)
+        model, optimizer = self.model, self.optimizer
+
+        @tf.function
+        def train_step(images, labels):
+            lr = self.learning_rate(optimizer.iterations)
+            optimizer.learning_rate.assign(lr)
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)
+                xent, weight_decay = self.losses(logits, labels)
+                cost = xent + weight_decay
+            grads = tape.gradient(cost, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            return {
+                'cost': cost,
+                'xent': xent,
+                'weight_decay': weight_decay,
+                'precision': _precision(logits, labels),
+                'learning_rate': lr,
+            }
+
+        return train_step
+
+    def build_eval_op(self):
+        """Returns the compiled eval step: summed loss, correct count and count of a batch of any size."""
+        model = self.model if self.model is not None else self.build_model()
+
+        @tf.function
+        def eval_step(images, labels):
+            logits = model(images, training=False)
+            xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            correct = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=labels.dtype), labels), tf.int64)
+            return {'loss_sum': tf.reduce_sum(xent), 'correct': tf.reduce_sum(correct), 'count': tf.size(labels)}
+
+        return eval_step
+
+
+def _precision(logits, labels):
+    return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=labels.dtype), labels), tf.float32))
+
+
+def count_params(model):
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables))

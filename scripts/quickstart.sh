@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs the requirements, then trains (and evaluates) the default ResNet-32 on CIFAR-10.
+#   bash scripts/quickstart.sh                  downloads CIFAR-10 into data/ first
+#   bash scripts/quickstart.sh --data_dir=DIR   uses the CIFAR-10 batch files already in DIR
+# Further flags go to resnet_main.py (e.g. --train_steps=300 --log_root=runs/try).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q -r requirements.txt
+if [[ " $* " != *" --data_dir="* ]]; then
+  python3 scripts/download_cifar.py --dataset=cifar10 --data_dir=data
+fi
+exec python3 resnet_main.py --mode=train_and_eval --log_root=runs/resnet32 --data_dir=data "$@"

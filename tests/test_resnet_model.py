@@ -1,0 +1,181 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cifar_input
+import resnet_model
+from resnet_model import HParamsError
+
+PUBLISHED_PARAMS = {
+    'resnet32': 0.46e6,
+    'resnet110': 1.7e6,
+    'resnet164_bottleneck': 1.7e6,
+    'resnet1001_bottleneck': 10.2e6,
+    'wrn_28_10': 36.5e6,
+}
+
+
+def tiny(**values):
+    return resnet_model.make_hparams({'num_residual_units': 1, 'batch_size': 32, **values})
+
+
+def test_every_published_configuration_has_a_preset():
+    assert resnet_model.preset_names() == sorted(PUBLISHED_PARAMS)
+
+
+@pytest.mark.parametrize('preset', sorted(PUBLISHED_PARAMS))
+def test_preset_builds_with_published_parameter_count(preset):
+    model = resnet_model.ResNet(resnet_model.load_preset(preset)).build_model()
+    count = resnet_model.count_params(model)
+    assert abs(count / PUBLISHED_PARAMS[preset] - 1) < 0.02, count
+    assert model.output_shape == (None, 10)
+
+
+@pytest.mark.parametrize('bottleneck', [False, True])
+def test_output_shape_for_any_batch_size(bottleneck):
+    filters = [16, 64, 128, 256] if bottleneck else [16, 16, 32, 64]
+    model = resnet_model.ResNet(tiny(use_bottleneck=bottleneck, filters=filters, num_classes=100)).build_model()
+    for batch in (1, 7):
+        assert model(tf.zeros([batch, 32, 32, 3])).shape == (batch, 100)
+
+
+def test_defaults_are_the_originals():
+    hps = resnet_model.load_preset('resnet32')
+    assert hps == resnet_model.DEFAULT_HPARAMS
+    assert (hps.batch_size, hps.lrn_rate, hps.min_lrn_rate, hps.weight_decay_rate) == (128, 0.1, 1e-4, 2e-4)
+    assert (hps.relu_leakiness, hps.momentum, hps.bn_decay, hps.bn_epsilon) == (0.1, 0.9, 0.9, 1e-3)
+    assert hps.lr_boundaries == [40000, 60000, 80000] and hps.optimizer == 'mom'
+
+
+def test_learning_rate_schedule():
+    resnet = resnet_model.ResNet(tiny(lr_boundaries=[10, 20, 30], min_lrn_rate=0.0005))
+    rates = [float(resnet.learning_rate(s)) for s in (0, 9, 10, 19, 20, 29, 30, 1000)]
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.0005, 0.0005], rtol=1e-5)
+    warm = resnet_model.ResNet(tiny(warmup_steps=4))
+    np.testing.assert_allclose([float(warm.learning_rate(s)) for s in (0, 3, 4)], [0.025, 0.1, 0.1], rtol=1e-5)
+
+
+def _batch(size, num_classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    images = cifar_input.standardize(tf.constant(rng.integers(0, 256, (size, 32, 32, 3)), tf.float32))
+    return images, tf.constant(rng.integers(0, num_classes, size), tf.int32)
+
+
+def test_loss_is_cross_entropy_of_the_logits_not_of_softmax_outputs():
+    resnet = resnet_model.ResNet(tiny(weight_decay_rate=0.0))
+    model = resnet.build_model()
+    dense = model.get_layer('logits')
+    dense.kernel.assign(dense.kernel * 200.0)  # confident logits: where the double softmax would show
+    images, labels = _batch(16)
+    logits = model(images, training=True).numpy().astype(np.float64)
+    log_probs = logits - logits.max(1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
+    expected = -log_probs[np.arange(16), labels.numpy()].mean()
+    # Softmax outputs fed in as logits cannot give a loss above log(1 + 9e) ~ 3.2.
+    assert expected > 5
+    xent = resnet.build_train_op()(images, labels)['xent']
+    np.testing.assert_allclose(float(xent), expected, rtol=1e-4)
+
+
+def test_weight_decay_is_l2_of_conv_and_dense_kernels_only():
+    resnet = resnet_model.ResNet(tiny(weight_decay_rate=0.01))
+    model = resnet.build_model()
+    kernels = [v for v in model.trainable_variables if 'kernel' in v.path]
+    assert len(kernels) == 1 + 3 * 2 + 1  # stem, two convs per unit, dense
+    expected = 0.01 * sum(float(tf.reduce_sum(k**2)) / 2 for k in kernels)
+    _, decay = resnet.losses(model(_batch(4)[0]), _batch(4)[1])
+    np.testing.assert_allclose(float(decay), expected, rtol=1e-5)
+
+
+def test_train_step_updates_weights_moving_averages_and_step():
+    resnet = resnet_model.ResNet(tiny())
+    model = resnet.build_model()
+    step = resnet.build_train_op()
+    bn = model.get_layer('unit_last_bn')
+    before_mean, before_kernel = bn.moving_mean.numpy(), model.get_layer('init_conv').kernel.numpy()
+    result = step(*_batch(32))
+    assert int(resnet.optimizer.iterations) == 1
+    assert set(result) == {'cost', 'xent', 'weight_decay', 'precision', 'learning_rate'}
+    assert not np.allclose(bn.moving_mean.numpy(), before_mean)
+    assert not np.allclose(model.get_layer('init_conv').kernel.numpy(), before_kernel)
+
+
+def test_plain_sgd_has_no_momentum_slots():
+    resnet = resnet_model.ResNet(tiny(optimizer='sgd'))
+    resnet.build_train_op()
+    assert resnet.optimizer.momentum == 0.0
+
+
+def test_eval_step_handles_a_partial_batch():
+    resnet = resnet_model.ResNet(tiny())
+    resnet.build_model()
+    eval_step = resnet.build_eval_op()
+    for size in (32, 5):
+        assert int(eval_step(*_batch(size))['count']) == size
+
+
+def test_fixed_batch_of_real_images_is_overfit(subset):
+    files = cifar_input.list_files(f'{subset}/data_batch_1.bin', 'cifar10', '--data_dir')
+    images, labels = cifar_input.read_records(files, 'cifar10')
+    images, labels = cifar_input.standardize(tf.cast(images[:128], tf.float32)), labels[:128]
+    keras.utils.set_random_seed(0)
+    resnet = resnet_model.ResNet(tiny(batch_size=128))
+    step = resnet.build_train_op()
+    precision = 0.0
+    for _ in range(300):
+        precision = float(step(images, labels)['precision'])
+        if precision == 1.0:
+            break
+    assert precision == 1.0
+
+
+def test_parse_overrides():
+    assert resnet_model.parse_overrides(
+        'train_steps=960,lr_boundaries=[480, 720],optimizer=sgd,use_bottleneck=True'
+    ) == {
+        'train_steps': 960,
+        'lr_boundaries': [480, 720],
+        'optimizer': 'sgd',
+        'use_bottleneck': True,
+    }
+    assert resnet_model.parse_overrides('') == {}
+    with pytest.raises(HParamsError, match='key=value'):
+        resnet_model.parse_overrides('train_steps')
+    with pytest.raises(HParamsError, match='brackets'):
+        resnet_model.parse_overrides('lr_boundaries=[1,2')
+
+
+@pytest.mark.parametrize(
+    'values, key',
+    [
+        ({'learning_rate': 0.1}, 'learning_rate'),
+        ({'lrn_rate': -0.1}, 'lrn_rate'),
+        ({'lrn_rate': 0}, 'lrn_rate'),
+        ({'num_residual_units': 0}, 'num_residual_units'),
+        ({'lr_boundaries': [720, 480]}, 'lr_boundaries'),
+        ({'batch_size': 0}, 'batch_size'),
+        ({'optimizer': 'adam'}, 'optimizer'),
+        ({'filters': [16, 16, 32]}, 'filters'),
+        ({'train_steps': 1.5}, 'train_steps'),
+        ({'use_bottleneck': True, 'filters': [16, 16, 32, 66]}, 'filters'),
+    ],
+)
+def test_bad_hparams_are_refused_naming_the_key(values, key):
+    with pytest.raises(HParamsError, match=key):
+        resnet_model.make_hparams(values)
+
+
+def test_unknown_preset_and_bad_preset_file(tmp_path):
+    with pytest.raises(HParamsError, match="unknown preset 'resnet33'.*resnet32"):
+        resnet_model.load_preset('resnet33')
+    bad = tmp_path / 'mine.json'
+    bad.write_text('{"num_residual_units": 2, "dropout": 0.3}')
+    with pytest.raises(HParamsError, match=f"{bad}: unknown hparam 'dropout'"):
+        resnet_model.load_preset(str(bad))
+    bad.write_text('{"num_residual_units": 2,')
+    with pytest.raises(HParamsError, match='not valid JSON'):
+        resnet_model.load_preset(str(bad))
+    good = tmp_path / 'r20.json'
+    good.write_text('{"num_residual_units": 3}')
+    assert resnet_model.load_preset(str(good)).num_residual_units == 3
