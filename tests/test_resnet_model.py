@@ -179,3 +179,21 @@ def test_unknown_preset_and_bad_preset_file(tmp_path):
     good = tmp_path / 'r20.json'
     good.write_text('{"num_residual_units": 3}')
     assert resnet_model.load_preset(str(good)).num_residual_units == 3
+
+
+@pytest.mark.parametrize('training', [True, False])
+def test_fused_batch_norm_matches_keras_batch_norm(training):
+    x = tf.random.stateless_normal([8, 6, 6, 5], seed=[1, 2]) * 3.0 + 1.0
+    fused = resnet_model.FusedBatchNormalization(momentum=0.9, epsilon=1e-3)
+    plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+    fused.build(x.shape)
+    plain.build(x.shape)
+    for layer in (fused, plain):
+        layer.gamma.assign(tf.linspace(0.5, 1.5, 5))
+        layer.beta.assign(tf.linspace(-1.0, 1.0, 5))
+        layer.moving_mean.assign(tf.fill([5], 0.3))
+        layer.moving_variance.assign(tf.fill([5], 2.0))
+    np.testing.assert_allclose(fused(x, training=training), plain(x, training=training), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, rtol=1e-5)
+    np.testing.assert_allclose(fused.moving_variance, plain.moving_variance, rtol=1e-5)
+    assert np.allclose(fused.moving_mean, 0.3) != training, 'moving averages change only in training'
