@@ -176,6 +176,64 @@ def _make_dir(path, flag):
 
 
 # ---------------------------------------------------------------------------
+# Checkpoints carry the run configuration, so a folder's checkpoints can be checked before use.
+
+CONFIG_KEY = 'run_config/.ATTRIBUTES/VARIABLE_VALUE'
+
+
+def unreadable(path):
+    """Why the checkpoint at `path` cannot be read, or None. Reads every tensor, so a truncated
+    or corrupted file shows here rather than halfway through a restore."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError) as e:
+        return f'{path} is unreadable ({getattr(e, "message", e)})'.splitlines()[0]
+    return None
+
+
+def saved_config(path):
+    """The run configuration a checkpoint of this trainer carries, or None."""
+    reader = tf.train.load_checkpoint(path)
+    return json.loads(reader.get_tensor(CONFIG_KEY)) if reader.has_tensor(CONFIG_KEY) else None
+
+
+def foreign(path, config):
+    """Why the (readable) checkpoint at `path` does not fit `config`'s network, or None."""
+    saved = saved_config(path)
+    if saved is None:
+        return f'{path} was not written by this trainer'
+    saved_network = (saved['dataset'], resnet_model.architecture(resnet_model.make_hparams(saved['hparams'])))
+    network = (config['dataset'], resnet_model.architecture(resnet_model.make_hparams(config['hparams'])))
+    if saved_network != network:
+        return f'{path} belongs to a run of {_describe(saved)}, not {_describe(config)}'
+    return None
+
+
+def checkpoint_problem(path, config):
+    return unreadable(path) or foreign(path, config)
+
+
+def _usable_checkpoint(config):
+    """The newest checkpoint in log_root, refused with a way out if it is damaged or foreign."""
+    state = tf.train.get_checkpoint_state(FLAGS.log_root)
+    if not state or not state.model_checkpoint_path:
+        return None
+    newest = state.model_checkpoint_path
+    problem = checkpoint_problem(newest, config)
+    if problem is None:
+        return newest
+    older = [p for p in reversed(state.all_model_checkpoint_paths[:-1]) if checkpoint_problem(p, config) is None]
+    way_out = (
+        f'{older[0]} is usable: move the files of {os.path.basename(newest)}.* away to resume from it'
+        if older
+        else 'no earlier checkpoint is usable: use another --log_root'
+    )
+    raise RunError(f'cannot resume: {problem}; {way_out}')
+
+
+# ---------------------------------------------------------------------------
 # Evaluation, shared by --mode=eval and --mode=train_and_eval.
 
 
@@ -238,6 +296,20 @@ def _eval_split():
     return 'validation' if FLAGS.eval_split == 'validation' else 'test'
 
 
+def _checkpoints_to_evaluate():
+    """With --eval_once, the existing checkpoints newest first; then each new one as it appears.
+
+    A checkpoint becomes visible only once the trainer has finished writing it (the
+    `checkpoint` index file is replaced atomically after the data), so none is half-written.
+    """
+    if FLAGS.eval_once:
+        state = tf.train.get_checkpoint_state(FLAGS.log_root)
+        if state and state.all_model_checkpoint_paths:
+            yield from reversed(state.all_model_checkpoint_paths)
+            return
+    yield from tf.train.checkpoints_iterator(FLAGS.log_root, min_interval_secs=1, timeout=FLAGS.eval_timeout_secs)
+
+
 def evaluate(config):
     """Evaluates checkpoints as they appear; stops after the one at train_steps, or on timeout."""
     hps = resnet_model.make_hparams(config['hparams'])
@@ -251,15 +323,22 @@ def evaluate(config):
         'waiting for checkpoints in %s (up to %d s without a new one)', FLAGS.log_root, FLAGS.eval_timeout_secs
     )
     evaluated = 0
-    for path in tf.train.checkpoints_iterator(FLAGS.log_root, min_interval_secs=1, timeout=FLAGS.eval_timeout_secs):
+    for path in _checkpoints_to_evaluate():
+        problem = unreadable(path)
+        if problem:
+            logging.warning('skipping %s', problem)
+            continue
+        problem = foreign(path, config)
+        if problem:
+            raise RunError(f'cannot evaluate: {problem}')
         checkpoint.restore(path).expect_partial()
         evaluator(int(step.numpy()), path)
         evaluated += 1
-        if FLAGS.eval_once or int(step.numpy()) >= hps.train_steps:
+        if FLAGS.eval_once or int(step.numpy()) >= saved_config(path)['hparams']['train_steps']:
             return
     if not evaluated:
         raise RunError(
-            f'--log_root: no checkpoint appeared in {FLAGS.log_root} within {FLAGS.eval_timeout_secs} s '
+            f'--log_root: no usable checkpoint appeared in {FLAGS.log_root} within {FLAGS.eval_timeout_secs} s '
             '(--eval_timeout_secs)'
         )
     logging.info('no new checkpoint for %d s; stopping', FLAGS.eval_timeout_secs)
@@ -304,18 +383,22 @@ def train(config, evaluate_every=None):
     model = resnet.build_model()
     train_step = resnet.build_train_op()
     step_var = resnet.optimizer.iterations
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=resnet.optimizer, step=step_var)
+    checkpoint = tf.train.Checkpoint(
+        model=model, optimizer=resnet.optimizer, step=step_var, run_config=tf.Variable(json.dumps(config))
+    )
     manager = tf.train.CheckpointManager(
         checkpoint, log_root, max_to_keep=FLAGS.keep_checkpoints, checkpoint_name='ckpt'
     )
     sys.stdout.write(f'total_params: {resnet_model.count_params(model)}\n')
     sys.stdout.flush()
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        logging.info('resumed from %s', manager.latest_checkpoint)
+    resume_from = _usable_checkpoint(config)
+    if resume_from:
+        checkpoint.restore(resume_from).expect_partial().assert_existing_objects_matched()
+        checkpoint.run_config.assign(json.dumps(config))
+        logging.info('resumed from %s', resume_from)
     step = int(step_var.numpy())
     if step > hps.train_steps:
-        raise RunError(f'--train_steps: {hps.train_steps} is below step {step} of {manager.latest_checkpoint}')
+        raise RunError(f'--train_steps: {hps.train_steps} is below step {step} of {resume_from}')
     _write_json(os.path.join(log_root, RUN_CONFIG), config)
 
     evaluator = None
@@ -336,14 +419,23 @@ def train(config, evaluate_every=None):
 
     saved_step = step if manager.latest_checkpoint else None
 
-    def save(step):
+    def check_finite(step, cost):
+        """Stops a diverged run before it writes a checkpoint: a NaN checkpoint would poison a resume."""
+        if not (np.isfinite(float(cost)) and all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.weights)):
+            raise RunError(
+                f'training diverged: the loss is {float(cost)} at step {step}; no checkpoint was written '
+                f'from it; the last good one is {manager.latest_checkpoint}'
+            )
+
+    def save(step, cost):
         nonlocal saved_step
+        check_finite(step, cost)
         path = manager.save(checkpoint_number=step)
         saved_step = step
         logging.info('saved %s', path)
         return path
 
-    interval_start, interval_step, images_written = time.time(), step, False
+    interval_start, interval_step, images_written, metrics = time.time(), step, False, None
     for batch_images, batch_labels in dataset:
         if step >= hps.train_steps or stop.signal:
             break
@@ -352,11 +444,7 @@ def train(config, evaluate_every=None):
         last = step == hps.train_steps
         if step % FLAGS.summary_every_steps == 0 or last:
             values = {name: float(value) for name, value in metrics.items()}
-            if not np.isfinite(values['cost']):
-                raise RunError(
-                    f'training diverged: the loss is {values["cost"]} at step {step}; no checkpoint was '
-                    f'written from it; the last good one is {manager.latest_checkpoint}'
-                )
+            check_finite(step, values['cost'])
             elapsed = time.time() - interval_start
             images_per_sec = (step - interval_step) * hps.batch_size / elapsed
             remaining = (hps.train_steps - step) * hps.batch_size / images_per_sec
@@ -381,13 +469,13 @@ def train(config, evaluate_every=None):
             interval_start, interval_step = time.time(), step
         if step % FLAGS.checkpoint_every_steps == 0 or last or (evaluator and step % evaluate_every == 0):
             paused = time.time()
-            path = save(step)
+            path = save(step, metrics['cost'])
             if evaluator and (step % evaluate_every == 0 or last):
                 evaluator(step, path)
             interval_start += time.time() - paused  # images/sec counts training time only
     if stop.signal:
-        if saved_step != step:
-            save(step)
+        if metrics is not None and saved_step != step:
+            save(step, metrics['cost'])
         logging.info('stopped by %s at step %d; run the same command to resume', stop.signal, step)
         sys.exit(128 + signal.Signals[stop.signal].value)
     logging.info('training done at step %d', step)

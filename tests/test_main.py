@@ -111,7 +111,7 @@ def test_train_and_eval_writes_metrics(subset, tmp_path):
 
 def test_eval_without_a_checkpoint_gives_up_after_the_timeout(tmp_path):
     result = run_main('--mode=eval', '--log_root', str(tmp_path), '--data_source=synthetic', '--eval_timeout_secs=1')
-    _assert_user_error(result, 'no checkpoint appeared', '--eval_timeout_secs')
+    _assert_user_error(result, 'no usable checkpoint appeared', '--eval_timeout_secs')
 
 
 @pytest.mark.parametrize(
