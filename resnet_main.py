@@ -59,6 +59,11 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer('eval_timeout_secs', 600, 'Eval gives up after this long without a new checkpoint.', lower_bound=0)
 flags.DEFINE_integer('seed', 0, 'Seed of weight initialization, data order and augmentation.')
+flags.DEFINE_bool(
+    'deterministic',
+    False,
+    "TensorFlow's op determinism: bit-exact resumes on GPUs too (the CPU kernels here already are), at some speed.",
+)
 
 FLAGS = flags.FLAGS
 RUN_CONFIG = 'hparams.json'
@@ -188,7 +193,7 @@ def unreadable(path):
         reader = tf.train.load_checkpoint(path)
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
-    except (tf.errors.OpError, ValueError) as e:
+    except (tf.errors.OpError, ValueError, IndexError, OSError) as e:  # a truncated tensor raises IndexError
         return f'{path} is unreadable ({getattr(e, "message", e)})'.splitlines()[0]
     return None
 
@@ -313,6 +318,9 @@ def _checkpoints_to_evaluate():
 def evaluate(config):
     """Evaluates checkpoints as they appear; stops after the one at train_steps, or on timeout."""
     hps = resnet_model.make_hparams(config['hparams'])
+    latest = tf.train.latest_checkpoint(FLAGS.log_root)
+    if latest and not unreadable(latest) and foreign(latest, config):
+        raise RunError(f'cannot evaluate: {foreign(latest, config)}')  # before anything is written
     images, labels = load_split(config, _eval_split())
     resnet = resnet_model.ResNet(hps)
     model = resnet.build_model()
@@ -422,9 +430,10 @@ def train(config, evaluate_every=None):
     def check_finite(step, cost):
         """Stops a diverged run before it writes a checkpoint: a NaN checkpoint would poison a resume."""
         if not (np.isfinite(float(cost)) and all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.weights)):
+            last_good = manager.latest_checkpoint or 'none (no checkpoint was written before)'
             raise RunError(
-                f'training diverged: the loss is {float(cost)} at step {step}; no checkpoint was written '
-                f'from it; the last good one is {manager.latest_checkpoint}'
+                f'training diverged at step {step}: the loss is {float(cost)}; no checkpoint was written '
+                f'from it; the last good one is {last_good}; lower lrn_rate or add warmup_steps'
             )
 
     def save(step, cost):
@@ -491,6 +500,8 @@ def main(argv):
         raise RunError('--num_gpus: this trainer runs on 0 or 1 GPU')
     if FLAGS.num_gpus == 0:
         tf.config.set_visible_devices([], 'GPU')
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
     FLAGS.train_dir = FLAGS.train_dir or os.path.join(FLAGS.log_root, 'train')
     FLAGS.eval_dir = FLAGS.eval_dir or os.path.join(FLAGS.log_root, 'eval')
     config = resolve_run_config()
