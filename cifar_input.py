@@ -25,6 +25,19 @@ DATASETS = {
     # CIFAR-100 records: coarse label byte + fine label byte + 3072 pixel bytes; the fine label is used.
     'cifar100': DatasetSpec(100, 1, 'train.bin', 'test.bin', 'cifar-100-binary', 'cifar100'),
 }
+# The label names, in label order, as the archives' batches.meta.txt and fine_label_names list them.
+CLASS_NAMES = {
+    'cifar10': 'airplane automobile bird cat deer dog frog horse ship truck'.split(),
+    'cifar100': (
+        'apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can '
+        'castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin '
+        'elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster '
+        'man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck '
+        'pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk '
+        'skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger '
+        'tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm'
+    ).split(),
+}
 SPLITS = ('train', 'validation', 'test')
 SYNTHETIC_SIZES = {'train': 4096, 'validation': 512, 'test': 1024}
 
@@ -167,6 +180,36 @@ def load_split(
     return _hold_out(images, labels, split, validation_size, pattern)
 
 
+def read_image_files(paths, dataset):
+    """Images for prediction as (name, uint8 [32, 32, 3], true label or None) triples.
+
+    PNG, JPEG, GIF and BMP files are decoded to RGB and resized to 32x32 when they are another
+    size; a binary batch file (.bin) of `dataset` gives each of its records, with its label.
+    """
+    examples = []
+    for path in paths:
+        if path.endswith('.bin'):
+            _check_file(path, dataset)
+            images, labels = read_records([path], dataset)
+            examples += [
+                (f'{path}[{i}]', image, int(label)) for i, (image, label) in enumerate(zip(images, labels, strict=True))
+            ]
+            continue
+        try:
+            image = tf.io.decode_image(tf.io.read_file(path), channels=DEPTH, expand_animations=False)
+        except (tf.errors.OpError, ValueError) as e:
+            reason = getattr(e, 'message', str(e)).splitlines()[0]
+            raise DataError(
+                f'{path}: cannot read the image ({reason}); expected a PNG, JPEG, GIF or BMP file'
+            ) from None
+        if image.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
+            image = tf.cast(
+                tf.clip_by_value(tf.round(tf.image.resize(image, [IMAGE_SIZE, IMAGE_SIZE])), 0, 255), tf.uint8
+            )
+        examples.append((path, image, None))
+    return examples
+
+
 def standardize(image):
     """Per-image standardization, as the original: zero mean, unit variance per image."""
     return tf.image.per_image_standardization(image)
@@ -180,14 +223,18 @@ def augment(image, seed):
     return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
 
 
-def train_dataset(images, labels, batch_size, seed=0, start_step=0):
-    """Endless augmented batches, reshuffled every epoch, starting at batch `start_step`.
+def train_dataset(images, labels, batch_size, seed=0, start_step=0, num_shards=1, shard=0, replica_batch_size=None):
+    """Endless augmented batches, reshuffled every epoch, starting at global batch `start_step`.
 
     Example position p of the run is record index_shuffle(p mod N) of epoch p div N, augmented
-    with the seed (seed, p): the same seed and step always give the same batch.
+    with the seed (seed, p): the same seed and step always give the same global batch, on any
+    number of devices. With several input pipelines (hosts), pipeline `shard` of `num_shards`
+    reads its slice of each global batch, cut into batches of `replica_batch_size` for its
+    replicas, which tf.distribute hands out in order.
     """
     num_examples = int(labels.shape[0])
     seed = tf.constant(seed, tf.int64)
+    shard_size = batch_size // num_shards
 
     def example(position):
         epoch, index = position // num_examples, position % num_examples
@@ -195,10 +242,15 @@ def train_dataset(images, labels, batch_size, seed=0, start_step=0):
         image = augment(tf.gather(images, record), seed=tf.stack([seed, position]))
         return standardize(image), tf.gather(labels, record)
 
-    positions = tf.data.Dataset.range(start_step * batch_size, np.iinfo(np.int64).max)
+    def shard_positions(step):
+        return step * batch_size + shard * shard_size + tf.range(shard_size, dtype=tf.int64)
+
+    steps = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max // batch_size)
     return (
-        positions.map(example, num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(batch_size, drop_remainder=True)
+        steps.map(shard_positions)
+        .unbatch()
+        .map(example, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(replica_batch_size or shard_size, drop_remainder=True)
         .prefetch(tf.data.AUTOTUNE)
     )
 

@@ -8,10 +8,14 @@ eval/ summaries and eval/metrics.json. A later train resumes it; eval reads what
 from hparams.json, so the training flags are never repeated.
 """
 
+import atexit
+import hashlib
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # keep TensorFlow's C++ start-up chatter out of the way
@@ -26,14 +30,14 @@ import resnet_model  # noqa: E402
 
 # The original's flags, same names and meaning.
 flags.DEFINE_enum('dataset', 'cifar10', list(cifar_input.DATASETS), 'cifar10 or cifar100.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'train_and_eval'], 'What to run.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'train_and_eval', 'predict', 'export'], 'What to run.')
 flags.DEFINE_string('train_data_path', None, 'File pattern of the training batch files.')
 flags.DEFINE_string('eval_data_path', None, 'File pattern of the test batch files.')
 flags.DEFINE_string('log_root', None, 'Directory of the run: checkpoints, hparams.json, summaries.')
 flags.DEFINE_string('train_dir', None, 'Training summaries (default LOG_ROOT/train).')
 flags.DEFINE_string('eval_dir', None, 'Eval summaries and metrics.json (default LOG_ROOT/eval).')
 flags.DEFINE_bool('eval_once', False, 'Evaluate the newest checkpoint once, then exit.')
-flags.DEFINE_integer('num_gpus', 0, 'GPUs to use: 0 (CPU) or 1.', lower_bound=0)
+flags.DEFINE_integer('num_gpus', 0, 'GPUs to use: 0 (CPU), 1, or several (MirroredStrategy).', lower_bound=0)
 # Added.
 flags.DEFINE_string(
     'data_dir',
@@ -63,6 +67,27 @@ flags.DEFINE_bool(
     'deterministic',
     False,
     "TensorFlow's op determinism: bit-exact resumes on GPUs too (the CPU kernels here already are), at some speed.",
+)
+
+# Using a trained model.
+flags.DEFINE_list('images', [], 'With --mode=predict: image files (PNG, JPEG, ...) and/or binary batch files (.bin).')
+flags.DEFINE_integer('top_k', 3, 'With --mode=predict: how many classes to print per image.', lower_bound=1)
+flags.DEFINE_string('checkpoint', None, 'With --mode=predict or export: this checkpoint instead of the newest.')
+flags.DEFINE_string('export_dir', None, 'With --mode=export: a new folder for the SavedModel.')
+# Scaling out, through tf.distribute and Keras mixed precision.
+STRATEGIES = ['default', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu']
+flags.DEFINE_enum(
+    'distribution_strategy',
+    None,
+    STRATEGIES,
+    'tf.distribute strategy. Default: from --num_gpus (0: default, 1: one_device, more: mirrored).',
+)
+flags.DEFINE_string('tpu', None, 'TPU name or grpc:// address, with --distribution_strategy=tpu.')
+flags.DEFINE_bool('sync_batch_norm', False, 'Batch-norm statistics over the global batch, across replicas.')
+DTYPE_POLICIES = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16', 'float16': 'mixed_float16'}
+flags.DEFINE_enum('dtype', 'float32', list(DTYPE_POLICIES), 'Compute dtype; variables, logits and loss stay float32.')
+flags.DEFINE_bool(
+    'jit_compile', False, 'XLA-compile the train and eval steps (slower on the CPU measured; see README).'
 )
 
 FLAGS = flags.FLAGS
@@ -181,6 +206,67 @@ def _make_dir(path, flag):
 
 
 # ---------------------------------------------------------------------------
+# Devices: a tf.distribute strategy for every mode; only the chief writes to the user's folders.
+
+
+def make_strategy():
+    name = FLAGS.distribution_strategy or {0: 'default', 1: 'one_device'}.get(FLAGS.num_gpus, 'mirrored')
+    gpus = len(tf.config.list_physical_devices('GPU'))
+    if FLAGS.num_gpus > gpus:
+        raise RunError(f'--num_gpus: {FLAGS.num_gpus} asked for, but {gpus} GPUs are visible')
+    if name == 'default':
+        return tf.distribute.get_strategy()
+    if name == 'one_device':
+        return tf.distribute.OneDeviceStrategy('/gpu:0' if FLAGS.num_gpus else '/cpu:0')
+    if name == 'mirrored':
+        return tf.distribute.MirroredStrategy([f'/gpu:{i}' for i in range(FLAGS.num_gpus)] or None)
+    if name == 'multi_worker_mirrored':
+        if 'TF_CONFIG' not in os.environ:
+            raise RunError('--distribution_strategy=multi_worker_mirrored: set TF_CONFIG to the cluster (see README)')
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=FLAGS.tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy):
+    """The worker that writes checkpoints, summaries and metrics: the chief, else worker 0."""
+    resolver = getattr(strategy, 'cluster_resolver', None)
+    if resolver is None or not resolver.task_type or FLAGS.distribution_strategy == 'tpu':
+        return True
+    if resolver.task_type == 'chief':
+        return True
+    return resolver.task_type == 'worker' and resolver.task_id == 0 and 'chief' not in resolver.cluster_spec().jobs
+
+
+def distributed_train_dataset(strategy, images, labels, hps, seed, start_step):
+    """Each input pipeline reads its slice of every global batch (see cifar_input.train_dataset)."""
+
+    def dataset_fn(context):
+        return cifar_input.train_dataset(
+            images,
+            labels,
+            hps.batch_size,
+            seed=seed,
+            start_step=start_step,
+            num_shards=context.num_input_pipelines,
+            shard=context.input_pipeline_id,
+            replica_batch_size=context.get_per_replica_batch_size(hps.batch_size),
+        )
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def weights_digest(model):
+    """A short hash of the weights, logged at the end: equal on every worker, and across exact resumes."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------
 # Checkpoints carry the run configuration, so a folder's checkpoints can be checked before use.
 
 CONFIG_KEY = 'run_config/.ATTRIBUTES/VARIABLE_VALUE'
@@ -249,43 +335,83 @@ class EvalPass:
     costs more than evaluating a thousand images.
     """
 
-    def __init__(self, resnet, images, labels, batch_size):
-        self.eval_step = resnet.build_eval_op()
-        self.num_batches = -(-int(labels.shape[0]) // batch_size)
-        self.batches = iter(cifar_input.eval_dataset(images, labels, batch_size).repeat())
+    def __init__(self, resnet, images, labels, batch_size, strategy):
+        self.eval_step = resnet.build_eval_op(strategy, FLAGS.jit_compile)
+        self.size = int(labels.shape[0])
+        self.num_batches = -(-self.size // batch_size)
+        dataset = cifar_input.eval_dataset(images, labels, batch_size).repeat()
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        self.batches = iter(strategy.experimental_distribute_dataset(dataset.with_options(options)))
 
     def __call__(self):
-        results = [self.eval_step(*next(self.batches)) for _ in range(self.num_batches)]
-        count = sum(int(r['count']) for r in results)
-        return {
-            'precision': sum(int(r['correct']) for r in results) / count,
-            'loss': sum(float(r['loss_sum']) for r in results) / count,
-            'num_examples': count,
-        }
+        confusion, loss_sum = 0, 0.0
+        for _ in range(self.num_batches):
+            result = self.eval_step(*next(self.batches))
+            confusion += result['confusion'].numpy()
+            loss_sum += float(result['loss_sum'])
+            logging.log_every_n_seconds(logging.INFO, 'evaluated %d of %d images', 10, confusion.sum(), self.size)
+        count = int(confusion.sum())
+        return {'precision': np.trace(confusion) / count, 'loss': loss_sum / count, 'num_examples': count}, confusion
+
+
+def _confusion_image(confusion, class_names, step):
+    """The confusion matrix drawn with matplotlib, as a [1, H, W, 4] image for tf.summary.image."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    size = min(4 + 0.35 * len(class_names), 24)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=80)
+    ax.imshow(confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1), cmap='Blues', vmin=0, vmax=1)
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=90, fontsize=8)
+    ax.set_yticks(ticks, class_names, fontsize=8)
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
+    ax.set_title(f'step {step}: share of each true class')
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format='png')
+    plt.close(fig)
+    return tf.image.decode_png(png.getvalue())[tf.newaxis]
 
 
 class Evaluator:
     """Evaluates a model on a whole split and reports to eval_dir: summaries and metrics.json."""
 
-    def __init__(self, resnet, images, labels, eval_dir):
-        self.eval_pass = EvalPass(resnet, images, labels, FLAGS.eval_batch_size)
-        self.eval_dir = eval_dir
-        self.writer = tf.summary.create_file_writer(eval_dir)
-        previous = os.path.join(eval_dir, METRICS)
+    def __init__(self, resnet, images, labels, strategy, chief, class_names):
+        self.class_names = class_names
+        self.eval_pass = EvalPass(resnet, images, labels, FLAGS.eval_batch_size, strategy)
+        self.eval_dir = _make_dir(FLAGS.eval_dir, '--eval_dir') if chief else None
+        self.writer = tf.summary.create_file_writer(self.eval_dir) if chief else tf.summary.create_noop_writer()
+        previous = os.path.join(FLAGS.eval_dir, METRICS)
         self.best_precision = 0.0
         if os.path.exists(previous):
             with open(previous) as f:
                 self.best_precision = json.load(f).get('best_precision', 0.0)
 
     def __call__(self, step, checkpoint):
-        metrics = {'step': step, **self.eval_pass(), 'checkpoint': checkpoint}
+        measured, confusion = self.eval_pass()
+        metrics = {'step': step, **measured, 'checkpoint': checkpoint}
         self.best_precision = metrics['best_precision'] = max(self.best_precision, metrics['precision'])
+        # Per class: the share of that class's images classified right.
+        per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+        metrics['per_class_precision'] = {
+            name: round(float(p), 4) for name, p in zip(self.class_names, per_class, strict=True)
+        }
+        metrics['confusion_matrix'] = confusion.tolist()  # rows: true classes, columns: predictions
         with self.writer.as_default(step=step):
             tf.summary.scalar('Precision', metrics['precision'])
             tf.summary.scalar('Best Precision', self.best_precision)
             tf.summary.scalar('loss', metrics['loss'])
+            tf.summary.image('confusion_matrix', _confusion_image(confusion, self.class_names, step))
         self.writer.flush()
-        _write_json(os.path.join(self.eval_dir, METRICS), metrics)
+        if self.eval_dir:
+            _write_json(os.path.join(self.eval_dir, METRICS), metrics)
         logging.info(
             'eval at step %d: loss %.4f, precision %.4f, best precision %.4f (%d images)',
             step,
@@ -295,6 +421,10 @@ class Evaluator:
             metrics['num_examples'],
         )
         return metrics
+
+
+def class_names(config):
+    return cifar_input.CLASS_NAMES[config['dataset']]
 
 
 def _eval_split():
@@ -315,18 +445,19 @@ def _checkpoints_to_evaluate():
     yield from tf.train.checkpoints_iterator(FLAGS.log_root, min_interval_secs=1, timeout=FLAGS.eval_timeout_secs)
 
 
-def evaluate(config):
+def evaluate(config, strategy):
     """Evaluates checkpoints as they appear; stops after the one at train_steps, or on timeout."""
     hps = resnet_model.make_hparams(config['hparams'])
     latest = tf.train.latest_checkpoint(FLAGS.log_root)
     if latest and not unreadable(latest) and foreign(latest, config):
         raise RunError(f'cannot evaluate: {foreign(latest, config)}')  # before anything is written
     images, labels = load_split(config, _eval_split())
-    resnet = resnet_model.ResNet(hps)
-    model = resnet.build_model()
-    step = tf.Variable(0, dtype=tf.int64)
+    resnet = resnet_model.ResNet(hps, sync_batch_norm=FLAGS.sync_batch_norm)
+    with strategy.scope():
+        model = resnet.build_model()
+        step = tf.Variable(0, dtype=tf.int64)
     checkpoint = tf.train.Checkpoint(model=model, step=step)
-    evaluator = Evaluator(resnet, images, labels, _make_dir(FLAGS.eval_dir, '--eval_dir'))
+    evaluator = Evaluator(resnet, images, labels, strategy, is_chief(strategy), class_names(config))
     logging.info(
         'waiting for checkpoints in %s (up to %d s without a new one)', FLAGS.log_root, FLAGS.eval_timeout_secs
     )
@@ -350,6 +481,97 @@ def evaluate(config):
             '(--eval_timeout_secs)'
         )
     logging.info('no new checkpoint for %d s; stopping', FLAGS.eval_timeout_secs)
+
+
+# ---------------------------------------------------------------------------
+# Using a trained model: predict and export. The checkpoint says which network it holds.
+
+
+def _trained_model():
+    """The model of --checkpoint, or of the newest readable checkpoint in log_root, and its run config."""
+    if FLAGS.checkpoint:
+        candidates = [FLAGS.checkpoint]
+    else:
+        state = tf.train.get_checkpoint_state(FLAGS.log_root)
+        candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
+        if not candidates:
+            raise RunError(f'--log_root: no checkpoint in {FLAGS.log_root}; train first, or pass --checkpoint')
+    for path in candidates:
+        problem = unreadable(path)
+        if problem:
+            if FLAGS.checkpoint:
+                raise RunError(f'--checkpoint: {problem}')
+            logging.warning('skipping %s', problem)
+            continue
+        config = saved_config(path)
+        if config is None:
+            raise RunError(f'{path} was not written by this trainer')
+        model = resnet_model.ResNet(resnet_model.make_hparams(config['hparams'])).build_model()
+        tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+        logging.info('using %s', path)
+        return model, config
+    raise RunError(f'--log_root: no readable checkpoint in {FLAGS.log_root}')
+
+
+def predict():
+    """Prints each image's top classes with their probabilities."""
+    if not FLAGS.images:
+        raise RunError('--images: give image files or binary batch files, comma-separated')
+    model, config = _trained_model()
+    names = class_names(config)
+    examples = cifar_input.read_image_files(FLAGS.images, config['dataset'])
+    images = tf.stack([image for _, image, _ in examples])
+    probabilities = tf.concat(
+        [
+            tf.nn.softmax(model(cifar_input.standardize(batch), training=False))
+            for batch in tf.data.Dataset.from_tensor_slices(images).batch(FLAGS.eval_batch_size)
+        ],
+        axis=0,
+    ).numpy()
+    right = 0
+    for (name, _, label), probs in zip(examples, probabilities, strict=True):
+        top = np.argsort(-probs)[: FLAGS.top_k]
+        line = f'{name}: ' + ', '.join(f'{names[i]} {probs[i]:.3f}' for i in top)
+        if label is not None:
+            line += f' (true: {names[label]})'
+            right += int(top[0] == label)
+        print(line)
+    labelled = sum(label is not None for _, _, label in examples)
+    if labelled:
+        print(f'precision on the {labelled} labelled images: {right / labelled:.4f}')
+
+
+def export():
+    """Writes a SavedModel: uint8 images [N, 32, 32, 3] in, class probabilities, ids and names out."""
+    if not FLAGS.export_dir:
+        raise RunError('--export_dir: give a new folder for the SavedModel')
+    if os.path.exists(FLAGS.export_dir) and os.listdir(FLAGS.export_dir):
+        raise RunError(f'--export_dir: {FLAGS.export_dir} is not empty; give a new folder (nothing is overwritten)')
+    model, config = _trained_model()
+    module = tf.Module()
+    module.model = model
+    module.class_names = tf.constant(class_names(config))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.uint8, name='images')])
+    def serve(images):
+        """The trainer's eval preprocessing, the network, and a softmax."""
+        probabilities = tf.nn.softmax(model(cifar_input.standardize(images), training=False))
+        class_ids = tf.argmax(probabilities, axis=1, output_type=tf.int32)
+        return {
+            'probabilities': probabilities,
+            'class_ids': class_ids,
+            'class_names': tf.gather(module.class_names, class_ids),
+        }
+
+    module.serve = serve
+    staging = f'{os.path.normpath(FLAGS.export_dir)}.tmp-{os.getpid()}'  # a failed export leaves no half folder
+    try:
+        tf.saved_model.save(module, staging, signatures={'serving_default': serve})
+        os.replace(staging, FLAGS.export_dir)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RunError(f'--export_dir: cannot write {FLAGS.export_dir}: {e.strerror}') from None
+    print(f'exported {config["preset"]} on {config["dataset"]} to {FLAGS.export_dir}')
 
 
 # ---------------------------------------------------------------------------
@@ -379,18 +601,30 @@ def _format_seconds(seconds):
     return time.strftime('%H:%M:%S', time.gmtime(max(0, seconds)))
 
 
-def train(config, evaluate_every=None):
+def train(config, strategy, evaluate_every=None):
     """Trains to train_steps, checkpointing as it goes; resumes from the newest checkpoint."""
     hps = resnet_model.make_hparams(config['hparams'])
     seed = config['data']['seed']
-    log_root = _make_dir(FLAGS.log_root, '--log_root')
+    replicas = strategy.num_replicas_in_sync
+    if hps.batch_size % replicas:
+        raise RunError(
+            f'hparam batch_size: the global batch {hps.batch_size} does not divide among the {replicas} replicas; '
+            f'use a multiple of {replicas}'
+        )
+    chief = is_chief(strategy)
+    if chief:
+        log_root = _make_dir(FLAGS.log_root, '--log_root')
+    else:  # other workers save too (saving can take part in collectives), to a folder of their own they delete
+        log_root = tempfile.mkdtemp(prefix='resnet-worker-')
+        atexit.register(shutil.rmtree, log_root, ignore_errors=True)
     images, labels = load_split(config, 'train')
 
     keras.utils.set_random_seed(seed)
-    resnet = resnet_model.ResNet(hps)
-    model = resnet.build_model()
-    train_step = resnet.build_train_op()
-    step_var = resnet.optimizer.iterations
+    resnet = resnet_model.ResNet(hps, sync_batch_norm=FLAGS.sync_batch_norm)
+    with strategy.scope():
+        model = resnet.build_model()
+    train_step = resnet.build_train_op(strategy, FLAGS.jit_compile)
+    step_var = resnet.global_step
     checkpoint = tf.train.Checkpoint(
         model=model, optimizer=resnet.optimizer, step=step_var, run_config=tf.Variable(json.dumps(config))
     )
@@ -407,14 +641,18 @@ def train(config, evaluate_every=None):
     step = int(step_var.numpy())
     if step > hps.train_steps:
         raise RunError(f'--train_steps: {hps.train_steps} is below step {step} of {resume_from}')
-    _write_json(os.path.join(log_root, RUN_CONFIG), config)
+    if chief:
+        _write_json(os.path.join(log_root, RUN_CONFIG), config)
 
     evaluator = None
     if evaluate_every:
         eval_images, eval_labels = load_split(config, _eval_split())
-        evaluator = Evaluator(resnet, eval_images, eval_labels, _make_dir(FLAGS.eval_dir, '--eval_dir'))
-    writer = tf.summary.create_file_writer(_make_dir(FLAGS.train_dir, '--train_dir'))
-    dataset = cifar_input.train_dataset(images, labels, hps.batch_size, seed=seed, start_step=step)
+        evaluator = Evaluator(resnet, eval_images, eval_labels, strategy, chief, class_names(config))
+    if chief:
+        writer = tf.summary.create_file_writer(_make_dir(FLAGS.train_dir, '--train_dir'))
+    else:
+        writer = tf.summary.create_noop_writer()
+    dataset = distributed_train_dataset(strategy, images, labels, hps, seed, step)
     stop = _StopRequest()
     logging.info(
         'training %s on %d %s images from step %d to %d',
@@ -472,7 +710,8 @@ def train(config, evaluate_every=None):
                     tf.summary.scalar('Precision' if name == 'precision' else name, value)
                 tf.summary.scalar('images/sec', images_per_sec)
                 if not images_written:
-                    tf.summary.image('images', _image_summary(batch_images), max_outputs=4)
+                    first_replica = strategy.experimental_local_results(batch_images)[0]
+                    tf.summary.image('images', _image_summary(first_replica), max_outputs=4)
                     images_written = True
             writer.flush()
             interval_start, interval_step = time.time(), step
@@ -487,7 +726,7 @@ def train(config, evaluate_every=None):
             save(step, metrics['cost'])
         logging.info('stopped by %s at step %d; run the same command to resume', stop.signal, step)
         sys.exit(128 + signal.Signals[stop.signal].value)
-    logging.info('training done at step %d', step)
+    logging.info('training done at step %d; weights digest %s', step, weights_digest(model))
 
 
 # ---------------------------------------------------------------------------
@@ -496,21 +735,25 @@ def train(config, evaluate_every=None):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-    if FLAGS.num_gpus > 1:
-        raise RunError('--num_gpus: this trainer runs on 0 or 1 GPU')
     if FLAGS.num_gpus == 0:
         tf.config.set_visible_devices([], 'GPU')
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(DTYPE_POLICIES[FLAGS.dtype])
+    if FLAGS.mode == 'predict':
+        return predict()
+    if FLAGS.mode == 'export':
+        return export()
+    strategy = make_strategy()  # first: a multi-worker strategy must exist before TensorFlow's runtime starts
     FLAGS.train_dir = FLAGS.train_dir or os.path.join(FLAGS.log_root, 'train')
     FLAGS.eval_dir = FLAGS.eval_dir or os.path.join(FLAGS.log_root, 'eval')
     config = resolve_run_config()
     if FLAGS.mode == 'train':
-        train(config)
+        train(config, strategy)
     elif FLAGS.mode == 'train_and_eval':
-        train(config, evaluate_every=FLAGS.eval_every_steps)
+        train(config, strategy, evaluate_every=FLAGS.eval_every_steps)
     else:
-        evaluate(config)
+        evaluate(config, strategy)
 
 
 def run(argv):

@@ -7,6 +7,7 @@ Related papers:
 """
 
 import collections
+import functools
 import json
 import os
 import sys
@@ -214,6 +215,16 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     averages (of the biased batch variance, as Keras and the original), same output.
     """
 
+    def add_weight(self, *args, **kwargs):
+        """Moving averages aggregate by mean: each replica's update is averaged across replicas.
+
+        Keras creates them without aggregation, and under tf.distribute every replica then keeps
+        moving averages of its own batches, and the checkpoint holds the first replica's.
+        """
+        if not kwargs.get('trainable', True):
+            kwargs['aggregation'] = 'mean'
+        return super().add_weight(*args, **kwargs)
+
     def call(self, inputs, training=False):
         fused = dict(scale=self.gamma, offset=self.beta, epsilon=self.epsilon, data_format='NHWC')
         if not training:
@@ -243,18 +254,31 @@ def _conv(filters, kernel_size, strides, name):
 
 
 class ResNet:
-    """Builds the Keras model and its compiled training and evaluation steps from HParams."""
+    """Builds the Keras model and its compiled training and evaluation steps from HParams.
 
-    def __init__(self, hps):
+    The steps run under a tf.distribute strategy (the default one when none is given): each
+    replica takes its share of the global batch, and results are summed across replicas, so the
+    loss, learning rate and step mean the same on any number of devices. The Keras global
+    mixed-precision policy sets the compute dtype; variables, logits and loss stay float32.
+    """
+
+    def __init__(self, hps, sync_batch_norm=False):
         self.hps = hps
+        self.sync_batch_norm = sync_batch_norm  # batch statistics over the global batch, not each replica's
         self.model = None
         self.optimizer = None
+        self.global_step = None
 
     # -- blocks ------------------------------------------------------------
 
     def _bn_relu(self, x, name):
         hps = self.hps
-        x = FusedBatchNormalization(momentum=hps.bn_decay, epsilon=hps.bn_epsilon, name=name + '_bn')(x)
+        batch_norm = (
+            functools.partial(keras.layers.BatchNormalization, synchronized=True)
+            if self.sync_batch_norm
+            else FusedBatchNormalization
+        )
+        x = batch_norm(momentum=hps.bn_decay, epsilon=hps.bn_epsilon, name=name + '_bn')(x)
         return keras.layers.LeakyReLU(negative_slope=hps.relu_leakiness, name=name + '_relu')(x)
 
     def _pre_activation(self, x, activate_before_residual, name):
@@ -313,6 +337,7 @@ class ResNet:
         logits = keras.layers.Dense(
             hps.num_classes,
             kernel_initializer=keras.initializers.VarianceScaling(1.0, 'fan_in', 'uniform'),
+            dtype='float32',  # logits, softmax and loss in float32 under mixed precision
             name='logits',
         )(x)
         self.model = keras.Model(images, logits, name='resnet')
@@ -342,57 +367,96 @@ class ResNet:
         weight_decay = self.hps.weight_decay_rate * tf.add_n([tf.nn.l2_loss(k) for k in self._kernels()])
         return xent, weight_decay
 
-    def build_train_op(self):
-        """Creates the optimizer and returns the compiled training step.
+    def build_train_op(self, strategy=None, jit_compile=False):
+        """Creates the optimizer and the step counter, and returns the compiled training step.
 
-        The step takes a batch (images, int labels) and returns a dict of scalars: cost, xent,
-        weight_decay, precision, learning_rate. It updates the weights, the batch-norm moving
-        averages and the global step (optimizer.iterations).
+        The step takes a batch (images, int labels), distributed by `strategy` when one is given,
+        and returns a dict of scalars: cost, xent, weight_decay, precision, learning_rate. It
+        updates the weights, the batch-norm moving averages and the global step. Under the
+        mixed_float16 policy the optimizer scales the loss, so small float16 gradients survive.
         """
-        hps = self.hps
-        if self.model is None:
-            self.build_model()
-        momentum = hps.momentum if hps.optimizer == 'mom' else 0.0
-        self.optimizer = keras.optimizers.SGD(learning_rate=hps.lrn_rate, momentum=momentum)
-        self.optimizer.build(self.model.trainable_variables)
-        model, optimizer = self.model, self.optimizer
+        hps, strategy = self.hps, strategy or tf.distribute.get_strategy()
+        with strategy.scope():
+            model = self.model if self.model is not None else self.build_model()
+            momentum = hps.momentum if hps.optimizer == 'mom' else 0.0
+            optimizer = keras.optimizers.SGD(learning_rate=hps.lrn_rate, momentum=momentum)
+            if keras.mixed_precision.global_policy().name == 'mixed_float16':
+                optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+            optimizer.build(model.trainable_variables)
+            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
+        self.optimizer = optimizer
 
-        @tf.function
-        def train_step(images, labels):
-            lr = self.learning_rate(optimizer.iterations)
-            optimizer.learning_rate.assign(lr)
+        @tf.function(jit_compile=jit_compile)
+        def replica_step(images, labels):
             with tf.GradientTape() as tape:
                 logits = model(images, training=True)
                 xent, weight_decay = self.losses(logits, labels)
-                cost = xent + weight_decay
-            grads = tape.gradient(cost, model.trainable_variables)
+                # This replica's part of the global mean; the optimizer sums gradients over replicas.
+                batch = tf.cast(tf.size(labels), tf.float32)
+                share = batch / tf.distribute.get_replica_context().all_reduce('SUM', batch)
+                loss = xent * share + weight_decay / strategy.num_replicas_in_sync
+                scaled_loss = optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled_loss, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return {
-                'cost': cost,
+                'xent': xent * share,
+                'weight_decay': weight_decay,
+                'correct': _correct(logits, labels),
+                'count': tf.size(labels),
+            }
+
+        @tf.function
+        def train_step(images, labels):
+            lr = self.learning_rate(self.global_step)
+            optimizer.learning_rate.assign(lr)
+            results = strategy.run(replica_step, args=(images, labels))
+            xent = strategy.reduce('SUM', results['xent'], axis=None)
+            weight_decay = strategy.reduce('MEAN', results['weight_decay'], axis=None)
+            correct, count = (strategy.reduce('SUM', results[name], axis=None) for name in ('correct', 'count'))
+            self.global_step.assign_add(1)
+            return {
+                'cost': xent + weight_decay,
                 'xent': xent,
                 'weight_decay': weight_decay,
-                'precision': _precision(logits, labels),
+                'precision': tf.cast(correct, tf.float32) / tf.cast(count, tf.float32),
                 'learning_rate': lr,
             }
 
         return train_step
 
-    def build_eval_op(self):
-        """Returns the compiled eval step: summed loss, correct count and count of a batch of any size."""
-        model = self.model if self.model is not None else self.build_model()
+    def build_eval_op(self, strategy=None, jit_compile=False):
+        """Returns the compiled eval step. For a batch of any size it gives the summed loss, the
+        count of right predictions, the count of images, and the confusion matrix (rows: true
+        labels, columns: predictions)."""
+        strategy = strategy or tf.distribute.get_strategy()
+        if self.model is None:
+            with strategy.scope():
+                self.build_model()
+        model = self.model
+
+        @tf.function(jit_compile=jit_compile)
+        def replica_eval(images, labels):
+            logits = model(images, training=False)
+            xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            predictions = tf.argmax(logits, axis=1, output_type=labels.dtype)
+            return {
+                'loss_sum': tf.reduce_sum(xent),
+                'correct': _correct(logits, labels),
+                'count': tf.size(labels),
+                'confusion': tf.math.confusion_matrix(labels, predictions, self.hps.num_classes, dtype=tf.int64),
+            }
 
         @tf.function
         def eval_step(images, labels):
-            logits = model(images, training=False)
-            xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-            correct = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=labels.dtype), labels), tf.int64)
-            return {'loss_sum': tf.reduce_sum(xent), 'correct': tf.reduce_sum(correct), 'count': tf.size(labels)}
+            results = strategy.run(replica_eval, args=(images, labels))
+            return {name: strategy.reduce('SUM', value, axis=None) for name, value in results.items()}
 
         return eval_step
 
 
-def _precision(logits, labels):
-    return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=labels.dtype), labels), tf.float32))
+def _correct(logits, labels):
+    """How many of the batch's predictions are right, as an int64 count."""
+    return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=labels.dtype), labels), tf.int64))
 
 
 def count_params(model):

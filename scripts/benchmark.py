@@ -17,6 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
@@ -62,12 +63,11 @@ def measure_input(hps):
     return {'input_images_per_sec': _rate(count * hps.batch_size, time.perf_counter() - start), 'input_data': source}
 
 
-def measure_train_and_eval(hps):
+def measure_train_and_eval(hps, strategy):
     images, labels, source = _load('train')
-    resnet = resnet_model.ResNet(hps)
-    resnet.build_model()
-    train_step = resnet.build_train_op()
-    batches = iter(cifar_input.train_dataset(images, labels, hps.batch_size, seed=FLAGS.seed))
+    resnet = resnet_model.ResNet(hps, sync_batch_norm=FLAGS.sync_batch_norm)
+    train_step = resnet.build_train_op(strategy, FLAGS.jit_compile)
+    batches = iter(resnet_main.distributed_train_dataset(strategy, images, labels, hps, FLAGS.seed, 0))
     for _ in range(FLAGS.warmup):
         float(train_step(*next(batches))['cost'])
     start = time.perf_counter()
@@ -77,12 +77,12 @@ def measure_train_and_eval(hps):
     train_rate = _rate(FLAGS.steps * hps.batch_size, time.perf_counter() - start)
 
     eval_images, eval_labels, _ = _load('test')
-    eval_pass = resnet_main.EvalPass(resnet, eval_images, eval_labels, FLAGS.eval_batch_size)
+    eval_pass = resnet_main.EvalPass(resnet, eval_images, eval_labels, FLAGS.eval_batch_size, strategy)
     eval_pass()
     # As many images as training saw, at least one whole pass: one small pass is too short to time.
     start, count = time.perf_counter(), 0
     while count < FLAGS.steps * hps.batch_size:
-        count += eval_pass()['num_examples']
+        count += eval_pass()[0]['num_examples']
     return {
         'train_images_per_sec': train_rate,
         'eval_images_per_sec': _rate(count, time.perf_counter() - start),
@@ -92,12 +92,23 @@ def measure_train_and_eval(hps):
 
 def main(argv):
     del argv
+    if FLAGS.num_gpus == 0:
+        tf.config.set_visible_devices([], 'GPU')
+    keras.mixed_precision.set_global_policy(resnet_main.DTYPE_POLICIES[FLAGS.dtype])
+    strategy = resnet_main.make_strategy()
     hps = resnet_model.load_preset(FLAGS.hparams)
     overrides = resnet_model.parse_overrides(FLAGS.hparams_override)
     overrides['num_classes'] = cifar_input.DATASETS[FLAGS.dataset].num_classes
     hps = resnet_model.make_hparams({**hps._asdict(), **overrides}, source='--hparams_override')
-    result = {'hparams': FLAGS.hparams, 'batch_size': hps.batch_size, 'eval_batch_size': FLAGS.eval_batch_size}
-    result.update(measure_train_and_eval(hps))
+    result = {
+        'hparams': FLAGS.hparams,
+        'batch_size': hps.batch_size,
+        'eval_batch_size': FLAGS.eval_batch_size,
+        'dtype': FLAGS.dtype,
+        'jit_compile': FLAGS.jit_compile,
+        'replicas': strategy.num_replicas_in_sync,
+    }
+    result.update(measure_train_and_eval(hps, strategy))
     result.update(measure_input(hps))
     result['peak_memory_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result.update({'steps': FLAGS.steps, 'tensorflow': tf.__version__, 'cpus': os.cpu_count()})

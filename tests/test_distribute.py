@@ -1,0 +1,147 @@
+"""tf.distribute and mixed precision: replicas agree with one device, workers agree with each other."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import ROOT, TINY_OVERRIDE, run_main
+from test_main import _assert_user_error
+
+
+def _two_replicas(case):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tests', 'two_replicas.py'), case],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_two_replicas_take_the_same_step_as_one_device():
+    measured = _two_replicas('one_step')
+    assert measured['replicas'] == 2
+    assert measured['update_norm'] > 1e-3, 'the step must change the weights'
+    assert measured['loss_difference'] < 1e-5, measured
+    assert measured['weights_difference'] < 1e-5, measured
+
+
+def test_two_replica_checkpoint_evaluates_the_same_on_one_device():
+    measured = _two_replicas('checkpoint_across_strategies')
+    two, one = measured['two_replicas'], measured['one_device']
+    assert two['count'] == one['count'] == 50
+    assert two['correct'] == one['correct']
+    assert abs(two['loss_sum'] - one['loss_sum']) / one['loss_sum'] < 1e-3
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(('127.0.0.1', 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _run_workers(*args, workers=2):
+    """resnet_main.py as `workers` processes of one MultiWorkerMirroredStrategy cluster on 127.0.0.1."""
+    cluster = {'worker': [f'127.0.0.1:{port}' for port in _free_ports(workers)]}
+    processes = []
+    for index in range(workers):
+        env = {**os.environ, 'TF_CONFIG': json.dumps({'cluster': cluster, 'task': {'type': 'worker', 'index': index}})}
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, os.path.join(ROOT, 'resnet_main.py'), '--distribution_strategy=multi_worker_mirrored']
+                + list(args),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=ROOT,
+            )
+        )
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return results
+
+
+def test_two_workers_train_in_step_and_only_the_chief_writes(subset, tmp_path):
+    log_root = tmp_path / 'run'
+    workers = _run_workers(
+        '--mode=train',
+        '--data_dir',
+        subset,
+        '--log_root',
+        str(log_root),
+        f'--hparams_override={TINY_OVERRIDE}',
+        '--train_steps=20',
+        '--checkpoint_every_steps=10',
+        '--summary_every_steps=5',
+    )
+    for worker in workers:
+        assert worker.returncode == 0, worker.stderr
+    digests = [re.search(r'training done at step 20; weights digest (\w+)', w.stderr).group(1) for w in workers]
+    assert digests[0] == digests[1]
+    assert sorted(os.listdir(log_root)) == [
+        'checkpoint',
+        'ckpt-10.data-00000-of-00001',
+        'ckpt-10.index',
+        'ckpt-20.data-00000-of-00001',
+        'ckpt-20.index',
+        'hparams.json',
+        'train',
+    ]
+    assert len(os.listdir(log_root / 'train')) == 1, 'one event file: the chief writes the summaries'
+
+    result = run_main('--mode=eval', '--eval_once', '--log_root', str(log_root))
+    assert result.returncode == 0, result.stderr
+    metrics = json.load(open(log_root / 'eval' / 'metrics.json'))
+    assert metrics['step'] == 20 and metrics['num_examples'] == 1017
+
+
+def test_global_batch_must_divide_among_replicas(tmp_path):
+    workers = _run_workers(
+        '--mode=train',
+        '--data_source=synthetic',
+        '--log_root',
+        str(tmp_path / 'run'),
+        '--hparams_override=batch_size=33',
+    )
+    for worker in workers:
+        _assert_user_error(worker, 'batch_size', '33', '2 replicas')
+    assert not os.path.exists(tmp_path / 'run')
+
+
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+def test_mixed_precision_trains_with_finite_weights(subset, tmp_path, dtype):
+    result = run_main(
+        '--mode=train',
+        f'--dtype={dtype}',
+        '--data_dir',
+        subset,
+        '--log_root',
+        str(tmp_path),
+        f'--hparams_override={TINY_OVERRIDE}',
+        '--train_steps=40',
+        '--summary_every_steps=1',
+    )
+    assert result.returncode == 0, result.stderr
+    losses = [float(loss) for loss in re.findall(r'step \d+/40: loss ([\d.]+)', result.stderr)]
+    assert len(losses) == 40 and np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.05, losses
+    reader = tf.train.load_checkpoint(str(tmp_path / 'ckpt-40'))
+    names = reader.get_variable_to_shape_map()
+    for name in names:
+        if name.startswith('model/'):
+            assert np.isfinite(reader.get_tensor(name)).all(), name
+            assert reader.get_variable_to_dtype_map()[name] == tf.float32, f'{name}: variables stay float32'
+    assert ('optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE' in names) == (dtype == 'float16'), 'loss scaling'
