@@ -66,7 +66,7 @@ def measure_input(hps):
 def measure_train_and_eval(hps, strategy):
     images, labels, source = _load('train')
     resnet = resnet_model.ResNet(hps, sync_batch_norm=FLAGS.sync_batch_norm)
-    train_step = resnet.build_train_op(strategy, FLAGS.jit_compile)
+    train_step = resnet.build_train_op(strategy, resnet_main.use_xla(strategy))
     batches = iter(resnet_main.distributed_train_dataset(strategy, images, labels, hps, FLAGS.seed, 0))
     for _ in range(FLAGS.warmup):
         float(train_step(*next(batches))['cost'])
@@ -105,7 +105,7 @@ def main(argv):
         'batch_size': hps.batch_size,
         'eval_batch_size': FLAGS.eval_batch_size,
         'dtype': FLAGS.dtype,
-        'jit_compile': FLAGS.jit_compile,
+        'jit_compile': resnet_main.use_xla(strategy),
         'replicas': strategy.num_replicas_in_sync,
     }
     result.update(measure_train_and_eval(hps, strategy))

@@ -27,6 +27,19 @@ def subset():
     return SUBSET
 
 
+def tiny_train_args(subset, log_root, *args):
+    """The command line of a tiny training run on the real subset."""
+    return (
+        '--mode=train',
+        '--data_dir',
+        subset,
+        '--log_root',
+        str(log_root),
+        f'--hparams_override={TINY_OVERRIDE}',
+        *args,
+    )
+
+
 def run_main(*args, timeout=600):
     """Runs resnet_main.py as a user would; returns the completed process."""
     return subprocess.run(

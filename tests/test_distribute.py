@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, TINY_OVERRIDE, run_main
+from conftest import ROOT, run_main, tiny_train_args
 from test_main import _assert_user_error
 
 
@@ -78,12 +78,7 @@ def _run_workers(*args, workers=2):
 def test_two_workers_train_in_step_and_only_the_chief_writes(subset, tmp_path):
     log_root = tmp_path / 'run'
     workers = _run_workers(
-        '--mode=train',
-        '--data_dir',
-        subset,
-        '--log_root',
-        str(log_root),
-        f'--hparams_override={TINY_OVERRIDE}',
+        *tiny_train_args(subset, log_root),
         '--train_steps=20',
         '--checkpoint_every_steps=10',
         '--summary_every_steps=5',
@@ -109,29 +104,25 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(subset, tmp_path):
     assert metrics['step'] == 20 and metrics['num_examples'] == 1017
 
 
-def test_global_batch_must_divide_among_replicas(tmp_path):
-    workers = _run_workers(
-        '--mode=train',
-        '--data_source=synthetic',
-        '--log_root',
-        str(tmp_path / 'run'),
-        '--hparams_override=batch_size=33',
-    )
+@pytest.mark.parametrize(
+    'flag, fragments',
+    [
+        ('--hparams_override=batch_size=33', ['batch_size', '33', '2 replicas']),
+        ('--jit_compile', ['--jit_compile', '2 replicas']),
+    ],
+)
+def test_settings_two_workers_cannot_run_are_refused(tmp_path, flag, fragments):
+    workers = _run_workers('--mode=train', '--data_source=synthetic', '--log_root', str(tmp_path / 'run'), flag)
     for worker in workers:
-        _assert_user_error(worker, 'batch_size', '33', '2 replicas')
+        _assert_user_error(worker, *fragments)
     assert not os.path.exists(tmp_path / 'run')
 
 
 @pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
 def test_mixed_precision_trains_with_finite_weights(subset, tmp_path, dtype):
     result = run_main(
-        '--mode=train',
+        *tiny_train_args(subset, tmp_path),
         f'--dtype={dtype}',
-        '--data_dir',
-        subset,
-        '--log_root',
-        str(tmp_path),
-        f'--hparams_override={TINY_OVERRIDE}',
         '--train_steps=40',
         '--summary_every_steps=1',
     )

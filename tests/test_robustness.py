@@ -13,20 +13,8 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, TINY_OVERRIDE, run_main
+from conftest import ROOT, run_main, tiny_train_args
 from test_main import _assert_user_error
-
-
-def _tiny(subset, log_root, *args):
-    return (
-        '--mode=train',
-        '--data_dir',
-        subset,
-        '--log_root',
-        str(log_root),
-        f'--hparams_override={TINY_OVERRIDE}',
-        *args,
-    )
 
 
 def _start_main(*args):
@@ -135,7 +123,7 @@ def test_unwritable_log_root(tmp_path):
 def short_run(subset, tmp_path_factory):
     """A tiny run with checkpoints at steps 2 and 4; tests copy it before changing it."""
     log_root = tmp_path_factory.mktemp('short') / 'run'
-    result = run_main(*_tiny(subset, log_root, '--train_steps=4', '--checkpoint_every_steps=2'))
+    result = run_main(*tiny_train_args(subset, log_root, '--train_steps=4', '--checkpoint_every_steps=2'))
     assert result.returncode == 0, result.stderr
     assert _checkpoint_steps(log_root) == [2, 4]
     return log_root
@@ -188,7 +176,9 @@ def test_corrupted_newest_checkpoint(short_run, tmp_path):
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_the_current_step_and_resume_continues(subset, tmp_path, sig):
     log_root = tmp_path / 'run'
-    args = _tiny(subset, log_root, '--train_steps=10000', '--checkpoint_every_steps=1000', '--summary_every_steps=1')
+    args = tiny_train_args(
+        subset, log_root, '--train_steps=10000', '--checkpoint_every_steps=1000', '--summary_every_steps=1'
+    )
     process, log = _start_main(*args)
     _wait_for_step(log, process, 3)
     process.send_signal(sig)
@@ -206,7 +196,7 @@ def test_repeated_kill_9_loses_at_most_the_checkpoint_interval(subset, tmp_path)
     """Kill -9 at random moments: each restart resumes from the last complete checkpoint."""
     log_root = tmp_path / 'run'
     every = 3
-    args = _tiny(
+    args = tiny_train_args(
         subset, log_root, '--train_steps=10000', f'--checkpoint_every_steps={every}', '--summary_every_steps=1'
     )
     rng = random.Random(0)
@@ -252,7 +242,7 @@ def test_divergence_stops_naming_the_step_and_keeps_the_last_good_checkpoint(sho
 def test_eval_beside_training_sees_each_checkpoint_once_and_ends_with_it(subset, tmp_path):
     log_root = tmp_path / 'run'
     trainer, trainer_log = _start_main(
-        *_tiny(subset, log_root, '--train_steps=12', '--checkpoint_every_steps=2', '--summary_every_steps=1')
+        *tiny_train_args(subset, log_root, '--train_steps=12', '--checkpoint_every_steps=2', '--summary_every_steps=1')
     )
     _wait_for_step(trainer_log, trainer, 1)
     evaluator = subprocess.run(
@@ -275,8 +265,8 @@ def test_eval_beside_training_sees_each_checkpoint_once_and_ends_with_it(subset,
 def test_resume_is_exact(subset, tmp_path):
     """8 steps in one go, or 4, a stop, and 4 more: the same weights, bit for bit."""
     one_go, resumed = tmp_path / 'one_go', tmp_path / 'resumed'
-    assert run_main(*_tiny(subset, one_go, '--train_steps=8', '--seed=3')).returncode == 0
-    assert run_main(*_tiny(subset, resumed, '--train_steps=4', '--seed=3')).returncode == 0
+    assert run_main(*tiny_train_args(subset, one_go, '--train_steps=8', '--seed=3')).returncode == 0
+    assert run_main(*tiny_train_args(subset, resumed, '--train_steps=4', '--seed=3')).returncode == 0
     assert run_main('--mode=train', '--log_root', str(resumed), '--train_steps=8').returncode == 0
     expected, actual = _weights(str(one_go / 'ckpt-8')), _weights(str(resumed / 'ckpt-8'))
     assert expected.keys() == actual.keys() and len(expected) > 40

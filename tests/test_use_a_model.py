@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY_OVERRIDE, run_main
+from conftest import run_main, tiny_train_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_main import _assert_user_error
 
@@ -20,8 +20,7 @@ def run(subset, tmp_path_factory):
     """A tiny run trained a few steps, evaluated once, and five real test images as PNG files."""
     root = tmp_path_factory.mktemp('use')
     log_root = root / 'run'
-    common = ['--data_dir', subset, '--log_root', str(log_root), f'--hparams_override={TINY_OVERRIDE}']
-    assert run_main('--mode=train', '--train_steps=30', *common).returncode == 0
+    assert run_main(*tiny_train_args(subset, log_root, '--train_steps=30')).returncode == 0
     evaluation = run_main('--mode=eval', '--eval_once', '--log_root', str(log_root))
     assert evaluation.returncode == 0, evaluation.stderr
     images, labels = cifar_input.load_split('cifar10', 'binary', 'test', pattern=os.path.join(subset, 'test_batch.bin'))
