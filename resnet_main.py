@@ -463,8 +463,9 @@ def evaluate(config, strategy):
     """Evaluates checkpoints as they appear; stops after the one at train_steps, or on timeout."""
     hps = resnet_model.make_hparams(config['hparams'])
     latest = tf.train.latest_checkpoint(FLAGS.log_root)
-    if latest and not unreadable(latest) and foreign(latest, config):
-        raise RunError(f'cannot evaluate: {foreign(latest, config)}')  # before anything is written
+    problem = latest and not unreadable(latest) and foreign(latest, config)
+    if problem:
+        raise RunError(f'cannot evaluate: {problem}')  # before anything is written
     images, labels = load_split(config, _eval_split())
     resnet = resnet_model.ResNet(hps, sync_batch_norm=FLAGS.sync_batch_norm)
     with strategy.scope():
