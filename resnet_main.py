@@ -213,6 +213,15 @@ def _make_dir(path, flag):
 # Devices: a tf.distribute strategy for every mode; only the chief writes to the user's folders.
 
 
+def configure_tensorflow():
+    """Devices, op determinism and the mixed-precision policy, as the flags ask: before any op runs."""
+    if FLAGS.num_gpus == 0:
+        tf.config.set_visible_devices([], 'GPU')
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(DTYPE_POLICIES[FLAGS.dtype])
+
+
 def make_strategy():
     name = FLAGS.distribution_strategy or {0: 'default', 1: 'one_device'}.get(FLAGS.num_gpus, 'mirrored')
     gpus = len(tf.config.list_physical_devices('GPU'))
@@ -750,11 +759,7 @@ def train(config, strategy, evaluate_every=None):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-    if FLAGS.num_gpus == 0:
-        tf.config.set_visible_devices([], 'GPU')
-    if FLAGS.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(DTYPE_POLICIES[FLAGS.dtype])
+    configure_tensorflow()
     if FLAGS.mode == 'predict':
         return predict()
     if FLAGS.mode == 'export':

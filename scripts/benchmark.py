@@ -17,7 +17,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
@@ -92,9 +91,7 @@ def measure_train_and_eval(hps, strategy):
 
 def main(argv):
     del argv
-    if FLAGS.num_gpus == 0:
-        tf.config.set_visible_devices([], 'GPU')
-    keras.mixed_precision.set_global_policy(resnet_main.DTYPE_POLICIES[FLAGS.dtype])
+    resnet_main.configure_tensorflow()
     strategy = resnet_main.make_strategy()
     hps = resnet_model.load_preset(FLAGS.hparams)
     overrides = resnet_model.parse_overrides(FLAGS.hparams_override)
