@@ -17,11 +17,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import resnet_main  # noqa: E402  (first: it sets TensorFlow's environment; also defines the shared flags)
+
+# isort: split
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import cifar_input  # noqa: E402
-import resnet_main  # noqa: E402  (also defines the trainer's flags, which this script shares)
 import resnet_model  # noqa: E402
 
 flags.DEFINE_integer('steps', 20, 'Timed training steps (and input batches x 10).', lower_bound=1)
@@ -103,6 +105,7 @@ def main(argv):
         'eval_batch_size': FLAGS.eval_batch_size,
         'dtype': FLAGS.dtype,
         'jit_compile': resnet_main.use_xla(strategy),
+        'TF_ENABLE_ONEDNN_OPTS': os.environ.get('TF_ENABLE_ONEDNN_OPTS'),  # unset: TensorFlow's own choice
         'replicas': strategy.num_replicas_in_sync,
     }
     result.update(measure_train_and_eval(hps, strategy))
