@@ -13,6 +13,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from errors import UserError
+
 IMAGE_SIZE = 32
 DEPTH = 3
 IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE * DEPTH
@@ -42,8 +44,8 @@ SPLITS = ('train', 'validation', 'test')
 SYNTHETIC_SIZES = {'train': 4096, 'validation': 512, 'test': 1024}
 
 
-class DataError(ValueError):
-    """Input the user pointed at is missing or malformed; the message names the file or flag."""
+class DataError(UserError):
+    """Input the user pointed at is missing or malformed; the message names the file or setting."""
 
 
 def record_bytes(dataset):
@@ -71,16 +73,19 @@ def _check_file(path, dataset):
         for other in DATASETS:
             other_bytes = record_bytes(other)
             if other != dataset and size % other_bytes == 0:
-                hint = f'; it looks like {other} ({other_bytes}-byte records): pass --dataset={other}'
-        raise DataError(f'{path}: {size} bytes is not a whole number of {expected}-byte {dataset} records{hint}')
+                hint = f'; it looks like {other} ({other_bytes}-byte records): pass dataset={other}'
+        raise DataError(
+            f'{path}: {size} bytes is not a whole number of {expected}-byte {dataset} records{hint}',
+            mentions=['dataset'],
+        )
     return size // expected
 
 
-def list_files(pattern, dataset, flag):
-    """The sorted files matching pattern, each checked; `flag` names where the pattern came from."""
+def list_files(pattern, dataset, key=None):
+    """The sorted files matching pattern, each checked; `key` names the setting the pattern came from."""
     files = sorted(f for f in glob.glob(pattern) if os.path.isfile(f))
     if not files:
-        raise DataError(f'{flag}: no file matches {pattern}')
+        raise DataError(f'no file matches {pattern}', key)
     for path in files:
         _check_file(path, dataset)
     return files
@@ -116,14 +121,18 @@ def _hold_out(images, labels, split, validation_size, source):
     total = int(labels.shape[0])
     if validation_size >= total:
         raise DataError(
-            f'--validation_size: {validation_size} must be less than the {total} training images in {source}'
+            f'{validation_size} must be less than the {total} training images in {source}', 'validation_size'
         )
     keep = total - validation_size
     if split == 'train':
         return images[:keep], labels[:keep]
     if validation_size == 0:
-        raise DataError('--eval_split=validation needs --validation_size > 0 when training')
+        raise _no_validation_split()
     return images[keep:], labels[keep:]
+
+
+def _no_validation_split():
+    return DataError('the validation split needs validation_size > 0 when training', 'eval_split', ['validation_size'])
 
 
 def _load_tfds(dataset, split, validation_size, data_dir):
@@ -134,7 +143,7 @@ def _load_tfds(dataset, split, validation_size, data_dir):
         tfds_split = 'test'
     elif validation_size == 0:
         if split == 'validation':
-            raise DataError('--eval_split=validation needs --validation_size > 0 when training')
+            raise _no_validation_split()
         tfds_split = 'train'
     else:
         tfds_split = f'train[:-{validation_size}]' if split == 'train' else f'train[-{validation_size}:]'
@@ -142,7 +151,7 @@ def _load_tfds(dataset, split, validation_size, data_dir):
         examples = tfds.load(name, split=tfds_split, data_dir=data_dir, as_supervised=True)
     except Exception as e:  # tfds raises many kinds (download, missing files); the user needs one line.
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DataError(f'--data_source=tfds: cannot load {name} split {tfds_split}: {first_line}') from None
+        raise DataError(f'tfds cannot load {name} split {tfds_split}: {first_line}', 'data_source') from None
     images, labels = examples.batch(1 << 30).get_single_element()
     return tf.cast(images, tf.uint8), tf.cast(labels, tf.int32)
 
@@ -156,13 +165,11 @@ def _synthetic(dataset, split, seed):
     return tf.constant(images), tf.constant(labels)
 
 
-def load_split(
-    dataset, data_source, split, pattern=None, flag='--data_dir', validation_size=0, tfds_data_dir=None, seed=0
-):
+def load_split(dataset, data_source, split, pattern=None, validation_size=0, tfds_data_dir=None, seed=0):
     """All examples of one split as (uint8 images [N, 32, 32, 3], int32 labels [N]).
 
-    For binary data, `pattern` matches the training files for the train and validation splits
-    and the test files for the test split; `flag` names the flag it came from, for errors.
+    For binary data, `pattern` matches the training files (train_data_path) for the train and
+    validation splits and the test files (eval_data_path) for the test split.
     """
     if split not in SPLITS:
         raise DataError(f'split: expected one of {", ".join(SPLITS)}, got {split!r}')
@@ -171,10 +178,11 @@ def load_split(
     if data_source == 'tfds':
         return _load_tfds(dataset, split, validation_size, tfds_data_dir)
     if data_source != 'binary':
-        raise DataError(f'--data_source: expected binary, tfds or synthetic, got {data_source!r}')
+        raise DataError(f'expected binary, tfds or synthetic, got {data_source!r}', 'data_source')
+    key = 'eval_data_path' if split == 'test' else 'train_data_path'
     if not pattern:
-        raise DataError(f'{flag}: no data given; pass --data_dir (or --train_data_path/--eval_data_path)')
-    images, labels = read_records(list_files(pattern, dataset, flag), dataset)
+        raise DataError('no data given; pass data_dir (or train_data_path and eval_data_path)', key, ['data_dir'])
+    images, labels = read_records(list_files(pattern, dataset, key), dataset)
     if split == 'test':
         return images, labels
     return _hold_out(images, labels, split, validation_size, pattern)

@@ -8,13 +8,13 @@ Related papers:
 
 import collections
 import functools
-import json
-import os
 import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from errors import UserError
 
 HParams = collections.namedtuple(
     'HParams',
@@ -62,56 +62,9 @@ DEFAULT_HPARAMS = HParams(
 # Fields that decide the variables: a checkpoint only fits a model that agrees on all of them.
 ARCHITECTURE_FIELDS = ('num_classes', 'num_residual_units', 'use_bottleneck', 'filters')
 
-PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'hparams')
 
-
-class HParamsError(ValueError):
+class HParamsError(UserError):
     """A preset, override or value the user gave is not usable; the message says which."""
-
-
-def preset_names():
-    return sorted(f[: -len('.json')] for f in os.listdir(PRESETS_DIR) if f.endswith('.json'))
-
-
-def _read_json(path, what):
-    try:
-        with open(path) as f:
-            values = json.load(f)
-    except OSError as e:
-        raise HParamsError(f'{path}: cannot read {what}: {e.strerror}') from None
-    except json.JSONDecodeError as e:
-        raise HParamsError(f'{path}: not valid JSON ({e.msg} at line {e.lineno})') from None
-    if not isinstance(values, dict):
-        raise HParamsError(f'{path}: expected a JSON object of hparam names to values')
-    return values
-
-
-def _parse_value(text):
-    """An override value: JSON where it parses (numbers, lists, true/false), else a string."""
-    lowered = {'true': 'true', 'false': 'false'}.get(text.strip().lower(), text.strip())
-    try:
-        return json.loads(lowered)
-    except json.JSONDecodeError:
-        return text.strip()
-
-
-def parse_overrides(text):
-    """'a=1,b=[2,3],c=mom' -> {'a': 1, 'b': [2, 3], 'c': 'mom'}; commas inside brackets stay."""
-    overrides, depth, item = {}, 0, ''
-    for char in (text or '') + ',':
-        depth += {'[': 1, ']': -1}.get(char, 0)
-        if char == ',' and depth == 0:
-            if item.strip():
-                key, sep, value = item.partition('=')
-                if not sep or not key.strip():
-                    raise HParamsError(f'--hparams_override: expected key=value, got {item.strip()!r}')
-                overrides[key.strip()] = _parse_value(value)
-            item = ''
-        else:
-            item += char
-    if depth != 0:
-        raise HParamsError(f'--hparams_override: unbalanced brackets in {text!r}')
-    return overrides
 
 
 def _coerce(key, value, default):
@@ -143,12 +96,8 @@ def validate(hps):
     _check(hps.batch_size > 0, 'batch_size', 'a positive integer', hps.batch_size)
     _check(hps.num_classes > 1, 'num_classes', 'at least 2', hps.num_classes)
     _check(hps.lrn_rate > 0, 'lrn_rate', 'a positive number', hps.lrn_rate)
-    _check(
-        0 <= hps.min_lrn_rate <= hps.lrn_rate,
-        'min_lrn_rate',
-        f'between 0 and lrn_rate ({hps.lrn_rate})',
-        hps.min_lrn_rate,
-    )
+    lr_range = f'between 0 and lrn_rate ({hps.lrn_rate})'
+    _check(0 <= hps.min_lrn_rate <= hps.lrn_rate, 'min_lrn_rate', lr_range, hps.min_lrn_rate)
     _check(hps.num_residual_units > 0, 'num_residual_units', 'a positive integer', hps.num_residual_units)
     _check(hps.weight_decay_rate >= 0, 'weight_decay_rate', 'a number >= 0', hps.weight_decay_rate)
     _check(0 <= hps.relu_leakiness < 1, 'relu_leakiness', 'a number in [0, 1)', hps.relu_leakiness)
@@ -176,27 +125,15 @@ def validate(hps):
     return hps
 
 
-def make_hparams(values, source='hparams'):
-    """HParams from DEFAULT_HPARAMS updated by `values`, a dict; unknown keys are refused."""
+def make_hparams(values, source=None):
+    """HParams from DEFAULT_HPARAMS updated by `values`, a dict; unknown keys are refused, naming
+    `source`: the setting or file the values came from."""
     fields = DEFAULT_HPARAMS._asdict()
     for key, value in values.items():
         if key not in fields:
-            raise HParamsError(f'{source}: unknown hparam {key!r}; known: {", ".join(HParams._fields)}')
+            raise HParamsError(f'unknown hparam {key!r}; known: {", ".join(HParams._fields)}', key=source)
         fields[key] = _coerce(key, value, DEFAULT_HPARAMS._asdict()[key])
     return validate(HParams(**fields))
-
-
-def load_preset(name_or_path):
-    """The preset hparams/NAME.json, or a JSON file of hparam values, over the defaults."""
-    if name_or_path.endswith('.json') or os.sep in name_or_path:
-        path = name_or_path
-        if not os.path.isfile(path):
-            raise HParamsError(f'--hparams: no such file {path}')
-    else:
-        path = os.path.join(PRESETS_DIR, name_or_path + '.json')
-        if not os.path.isfile(path):
-            raise HParamsError(f'--hparams: unknown preset {name_or_path!r}; presets: {", ".join(preset_names())}')
-    return make_hparams(_read_json(path, 'hparams'), source=path)
 
 
 def architecture(hps):
@@ -216,11 +153,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     """
 
     def add_weight(self, *args, **kwargs):
-        """Moving averages aggregate by mean: each replica's update is averaged across replicas.
-
-        Keras creates them without aggregation, and under tf.distribute every replica then keeps
-        moving averages of its own batches, and the checkpoint holds the first replica's.
-        """
+        """Moving averages aggregate by mean across replicas. Keras creates them without, and
+        every replica then keeps its own, of which the checkpoint holds the first replica's."""
         if not kwargs.get('trainable', True):
             kwargs['aggregation'] = 'mean'
         return super().add_weight(*args, **kwargs)

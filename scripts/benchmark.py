@@ -17,20 +17,33 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import resnet_main  # noqa: E402  (first: it sets TensorFlow's environment; also defines the shared flags)
+import devices  # noqa: E402  (first: it sets TensorFlow's environment, as for the trainer)
 
 # isort: split
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import cifar_input  # noqa: E402
+import evaluation  # noqa: E402
 import resnet_model  # noqa: E402
+import run_config  # noqa: E402
+import training  # noqa: E402
+from errors import UserError  # noqa: E402
 
+flags.DEFINE_string('hparams', 'resnet32', 'A preset or a JSON file, as resnet_main.py --hparams.')
+flags.DEFINE_string('hparams_override', '', 'As resnet_main.py --hparams_override.')
+flags.DEFINE_enum('dataset', 'cifar10', list(cifar_input.DATASETS), 'cifar10 or cifar100.')
+flags.DEFINE_enum('data_source', 'binary', ['binary', 'synthetic'], 'Training images: the files, or random ones.')
+flags.DEFINE_string('data_dir', None, 'Folder of the binary batch files (default: the shared CIFAR-10 subset).')
+flags.DEFINE_integer('eval_batch_size', 100, 'As resnet_main.py --eval_batch_size.', lower_bound=1)
+flags.DEFINE_enum('dtype', 'float32', list(devices.DTYPE_POLICIES), 'As resnet_main.py --dtype.')
+flags.DEFINE_bool('jit_compile', False, 'As resnet_main.py --jit_compile.')
+flags.DEFINE_integer('seed', 0, 'Seed of weight initialization, data order and augmentation.')
 flags.DEFINE_integer('steps', 20, 'Timed training steps (and input batches x 10).', lower_bound=1)
 flags.DEFINE_integer('warmup', 3, 'Untimed steps first: tracing and allocation.', lower_bound=1)
 flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
 FLAGS = flags.FLAGS
-SHARED_SUBSET = os.path.join(os.path.dirname(resnet_model.PRESETS_DIR), '..', 'shared', 'data', 'cifar10-subset')
+SHARED_SUBSET = os.path.join(os.path.dirname(run_config.PRESETS_DIR), '..', 'shared', 'data', 'cifar10-subset')
 
 
 def _rate(count, seconds):
@@ -41,7 +54,7 @@ def _load(split):
     data_dir = FLAGS.data_dir or (SHARED_SUBSET if os.path.isdir(SHARED_SUBSET) else None)
     source = FLAGS.data_source
     if source == 'binary' and not data_dir:
-        raise cifar_input.DataError('--data_dir: needed with --data_source=binary')
+        raise UserError('needed with --data_source=binary', 'data_dir')
     if source == 'synthetic' and split == 'input' and data_dir:
         source = 'binary'  # the input pipeline is always measured on real files when there are some
     train_pattern, test_pattern = cifar_input.data_patterns(FLAGS.dataset, data_dir) if data_dir else (None, None)
@@ -66,9 +79,9 @@ def measure_input(hps):
 
 def measure_train_and_eval(hps, strategy):
     images, labels, source = _load('train')
-    resnet = resnet_model.ResNet(hps, sync_batch_norm=FLAGS.sync_batch_norm)
-    train_step = resnet.build_train_op(strategy, resnet_main.use_xla(strategy))
-    batches = iter(resnet_main.distributed_train_dataset(strategy, images, labels, hps, FLAGS.seed, 0))
+    resnet = resnet_model.ResNet(hps)
+    train_step = resnet.build_train_op(strategy, devices.check_xla(FLAGS.jit_compile, strategy))
+    batches = iter(training.distributed_train_dataset(strategy, images, labels, hps, FLAGS.seed, 0))
     for _ in range(FLAGS.warmup):
         float(train_step(*next(batches))['cost'])
     start = time.perf_counter()
@@ -78,7 +91,9 @@ def measure_train_and_eval(hps, strategy):
     train_rate = _rate(FLAGS.steps * hps.batch_size, time.perf_counter() - start)
 
     eval_images, eval_labels, _ = _load('test')
-    eval_pass = resnet_main.EvalPass(resnet, eval_images, eval_labels, FLAGS.eval_batch_size, strategy)
+    eval_pass = evaluation.EvalPass(
+        resnet, eval_images, eval_labels, FLAGS.eval_batch_size, strategy, FLAGS.jit_compile
+    )
     eval_pass()
     # As many images as training saw, at least one whole pass: one small pass is too short to time.
     start, count = time.perf_counter(), 0
@@ -93,18 +108,16 @@ def measure_train_and_eval(hps, strategy):
 
 def main(argv):
     del argv
-    resnet_main.configure_tensorflow()
-    strategy = resnet_main.make_strategy()
-    hps = resnet_model.load_preset(FLAGS.hparams)
-    overrides = resnet_model.parse_overrides(FLAGS.hparams_override)
-    overrides['num_classes'] = cifar_input.DATASETS[FLAGS.dataset].num_classes
-    hps = resnet_model.make_hparams({**hps._asdict(), **overrides}, source='--hparams_override')
+    devices.configure_tensorflow(dtype=FLAGS.dtype)
+    strategy = devices.make_strategy()
+    overrides = run_config.parse_overrides(FLAGS.hparams_override)
+    hps = run_config.override(run_config.load_preset(FLAGS.hparams), overrides, FLAGS.dataset)
     result = {
         'hparams': FLAGS.hparams,
         'batch_size': hps.batch_size,
         'eval_batch_size': FLAGS.eval_batch_size,
         'dtype': FLAGS.dtype,
-        'jit_compile': resnet_main.use_xla(strategy),
+        'jit_compile': FLAGS.jit_compile,
         'TF_ENABLE_ONEDNN_OPTS': os.environ.get('TF_ENABLE_ONEDNN_OPTS'),  # unset: TensorFlow's own choice
         'replicas': strategy.num_replicas_in_sync,
     }
@@ -119,5 +132,14 @@ def main(argv):
         print(f'{key:24} {value}')
 
 
+def run(argv):
+    """main() with a user's mistake reported as one line and exit code 2, as the trainer does."""
+    try:
+        main(argv)
+    except UserError as e:
+        sys.stderr.write(f'error: {e.line(lambda key: f"--{key}" if key in FLAGS else key)}\n')
+        sys.exit(2)
+
+
 if __name__ == '__main__':
-    app.run(main)
+    app.run(run)

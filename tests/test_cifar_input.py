@@ -3,18 +3,10 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import write_records
 
 import cifar_input
 from cifar_input import DataError
-
-
-def _write_records(path, labels, images, coarse=None):
-    """Writes CIFAR binary records: [coarse] label, then the image depth-major."""
-    with open(path, 'wb') as f:
-        for i, (label, image) in enumerate(zip(labels, images, strict=True)):
-            if coarse is not None:
-                f.write(bytes([coarse[i]]))
-            f.write(bytes([label]) + np.transpose(image, [2, 0, 1]).tobytes())
 
 
 def _random_images(n, seed=0):
@@ -94,46 +86,46 @@ def test_validation_split_holds_out_the_last_training_images(subset):
     assert train[1].shape == (4000,) and validation[1].shape == (68,)
     np.testing.assert_array_equal(validation[0].numpy(), all_images[-68:].numpy())
     np.testing.assert_array_equal(train[1].numpy(), all_labels[:4000].numpy())
-    with pytest.raises(DataError, match='--validation_size'):
+    with pytest.raises(DataError, match='validation_size'):
         cifar_input.load_split('cifar10', 'binary', 'validation', pattern=pattern)
 
 
 def test_cifar100_records_use_the_fine_label(tmp_path):
     images = _random_images(5)
     fine, coarse = [99, 0, 42, 7, 63], [19, 0, 5, 3, 12]
-    _write_records(tmp_path / 'train.bin', fine, images, coarse=coarse)
+    write_records(tmp_path / 'train.bin', fine, images, coarse=coarse)
     got_images, got_labels = cifar_input.load_split('cifar100', 'binary', 'train', pattern=str(tmp_path / 'train.bin'))
     assert got_labels.numpy().tolist() == fine
     np.testing.assert_array_equal(got_images.numpy(), images)
 
 
 def test_missing_empty_and_truncated_files_name_the_file(tmp_path):
-    with pytest.raises(DataError, match=f'--data_dir: no file matches {tmp_path}/data_batch_'):
-        cifar_input.list_files(f'{tmp_path}/data_batch_*.bin', 'cifar10', '--data_dir')
+    with pytest.raises(DataError, match=f'train_data_path: no file matches {tmp_path}/data_batch_'):
+        cifar_input.list_files(f'{tmp_path}/data_batch_*.bin', 'cifar10', 'train_data_path')
     empty = tmp_path / 'empty.bin'
     empty.write_bytes(b'')
     with pytest.raises(DataError, match=f'{empty}: the file is empty'):
-        cifar_input.list_files(str(empty), 'cifar10', '--train_data_path')
+        cifar_input.list_files(str(empty), 'cifar10')
     truncated = tmp_path / 'truncated.bin'
     truncated.write_bytes(b'\0' * (3073 * 2 + 100))
     with pytest.raises(DataError, match=f'{truncated}: 6246 bytes is not a whole number of 3073-byte cifar10'):
-        cifar_input.list_files(str(truncated), 'cifar10', '--train_data_path')
+        cifar_input.list_files(str(truncated), 'cifar10')
 
 
 def test_wrong_dataset_record_size_is_explained(tmp_path):
     c100 = tmp_path / 'train.bin'
-    _write_records(c100, [1, 2, 3], _random_images(3), coarse=[0, 0, 0])
-    with pytest.raises(DataError, match='looks like cifar100.*--dataset=cifar100'):
-        cifar_input.list_files(str(c100), 'cifar10', '--train_data_path')
+    write_records(c100, [1, 2, 3], _random_images(3), coarse=[0, 0, 0])
+    with pytest.raises(DataError, match='looks like cifar100.*dataset=cifar100'):
+        cifar_input.list_files(str(c100), 'cifar10')
     c10 = tmp_path / 'data_batch_1.bin'
-    _write_records(c10, [1, 2], _random_images(2))
-    with pytest.raises(DataError, match='looks like cifar10.*--dataset=cifar10'):
-        cifar_input.list_files(str(c10), 'cifar100', '--train_data_path')
+    write_records(c10, [1, 2], _random_images(2))
+    with pytest.raises(DataError, match='looks like cifar10.*dataset=cifar10'):
+        cifar_input.list_files(str(c10), 'cifar100')
 
 
 def test_label_out_of_range_names_file_and_record(tmp_path):
     path = tmp_path / 'data_batch_1.bin'
-    _write_records(path, [1, 12, 3], _random_images(3))
+    write_records(path, [1, 12, 3], _random_images(3))
     with pytest.raises(DataError, match=f'{path}: record 1 has label 12.*0..9'):
         cifar_input.load_split('cifar10', 'binary', 'train', pattern=str(path))
 
@@ -157,5 +149,5 @@ def test_tfds_source_reads_the_same_layout(tmp_path):
 
 def test_tfds_without_data_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path))
-    with pytest.raises(DataError, match='--data_source=tfds: cannot load cifar10'):
+    with pytest.raises(DataError, match='data_source: tfds cannot load cifar10'):
         cifar_input.load_split('cifar10', 'tfds', 'test', tfds_data_dir=os.fspath(tmp_path / 'none'))

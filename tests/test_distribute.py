@@ -1,6 +1,8 @@
 """tf.distribute and mixed precision: replicas agree with one device, workers agree with each other."""
 
+import dataclasses
 import json
+import logging
 import os
 import re
 import socket
@@ -10,11 +12,17 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, run_main, tiny_train_args
-from test_main import _assert_user_error
+from conftest import ROOT, as_flags, tiny_config, tiny_train_args
+
+import devices
+import evaluation
+import run_folder
+import training
+from errors import UserError
 
 
 def _two_replicas(case):
+    """The measurements of tests/two_replicas.py CASE, which needs a process of its own."""
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, 'tests', 'two_replicas.py'), case],
         capture_output=True,
@@ -98,36 +106,33 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(subset, tmp_path):
     ]
     assert len(os.listdir(log_root / 'train')) == 1, 'one event file: the chief writes the summaries'
 
-    result = run_main('--mode=eval', '--eval_once', '--log_root', str(log_root))
-    assert result.returncode == 0, result.stderr
-    metrics = json.load(open(log_root / 'eval' / 'metrics.json'))
+    config = dataclasses.replace(run_folder.read_config(str(log_root)), eval_once=True)
+    metrics = evaluation.evaluate(config)
     assert metrics['step'] == 20 and metrics['num_examples'] == 1017
 
 
-@pytest.mark.parametrize(
-    'flag, fragments',
-    [
-        ('--hparams_override=batch_size=33', ['batch_size', '33', '2 replicas']),
-        ('--jit_compile', ['--jit_compile', '2 replicas']),
-    ],
-)
-def test_settings_two_workers_cannot_run_are_refused(tmp_path, flag, fragments):
-    workers = _run_workers('--mode=train', '--data_source=synthetic', '--log_root', str(tmp_path / 'run'), flag)
-    for worker in workers:
-        _assert_user_error(worker, *fragments)
-    assert not os.path.exists(tmp_path / 'run')
+class _TwoReplicas:
+    """Stands in for a strategy over two devices: only the count is read before the refusal."""
+
+    num_replicas_in_sync = 2
+
+
+def test_xla_with_several_replicas_is_refused():
+    with pytest.raises(UserError) as error:
+        devices.check_xla(True, _TwoReplicas())
+    assert as_flags(error.value).startswith('--jit_compile:') and '2 replicas' in str(error.value)
+    assert devices.check_xla(True, tf.distribute.get_strategy()) is True
 
 
 @pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
-def test_mixed_precision_trains_with_finite_weights(subset, tmp_path, dtype):
-    result = run_main(
-        *tiny_train_args(subset, tmp_path),
-        f'--dtype={dtype}',
-        '--train_steps=40',
-        '--summary_every_steps=1',
-    )
-    assert result.returncode == 0, result.stderr
-    losses = [float(loss) for loss in re.findall(r'step \d+/40: loss ([\d.]+)', result.stderr)]
+def test_mixed_precision_trains_with_finite_weights(subset, tmp_path, dtype, caplog):
+    caplog.set_level(logging.INFO, logger='absl')
+    devices.configure_tensorflow(dtype=dtype)
+    try:
+        training.train(tiny_config(tmp_path, subset, {'train_steps': 40}, summary_every_steps=1))
+    finally:
+        devices.configure_tensorflow()
+    losses = [float(loss) for loss in re.findall(r'step \d+/40: loss ([\d.]+)', caplog.text)]
     assert len(losses) == 40 and np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.05, losses
     reader = tf.train.load_checkpoint(str(tmp_path / 'ckpt-40'))
     names = reader.get_variable_to_shape_map()

@@ -2,46 +2,24 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_hparams
 
 import cifar_input
 import resnet_model
+import run_config
 from resnet_model import HParamsError
-
-PUBLISHED_PARAMS = {
-    'resnet32': 0.46e6,
-    'resnet110': 1.7e6,
-    'resnet164_bottleneck': 1.7e6,
-    'resnet1001_bottleneck': 10.2e6,
-    'wrn_28_10': 36.5e6,
-}
-
-
-def tiny(**values):
-    return resnet_model.make_hparams({'num_residual_units': 1, 'batch_size': 32, **values})
-
-
-def test_every_published_configuration_has_a_preset():
-    assert resnet_model.preset_names() == sorted(PUBLISHED_PARAMS)
-
-
-@pytest.mark.parametrize('preset', sorted(PUBLISHED_PARAMS))
-def test_preset_builds_with_published_parameter_count(preset):
-    model = resnet_model.ResNet(resnet_model.load_preset(preset)).build_model()
-    count = resnet_model.count_params(model)
-    assert abs(count / PUBLISHED_PARAMS[preset] - 1) < 0.02, count
-    assert model.output_shape == (None, 10)
 
 
 @pytest.mark.parametrize('bottleneck', [False, True])
 def test_output_shape_for_any_batch_size(bottleneck):
     filters = [16, 64, 128, 256] if bottleneck else [16, 16, 32, 64]
-    model = resnet_model.ResNet(tiny(use_bottleneck=bottleneck, filters=filters, num_classes=100)).build_model()
+    model = resnet_model.ResNet(tiny_hparams(use_bottleneck=bottleneck, filters=filters, num_classes=100)).build_model()
     for batch in (1, 7):
         assert model(tf.zeros([batch, 32, 32, 3])).shape == (batch, 100)
 
 
 def test_defaults_are_the_originals():
-    hps = resnet_model.load_preset('resnet32')
+    hps = run_config.load_preset('resnet32')
     assert hps == resnet_model.DEFAULT_HPARAMS
     assert (hps.batch_size, hps.lrn_rate, hps.min_lrn_rate, hps.weight_decay_rate) == (128, 0.1, 1e-4, 2e-4)
     assert (hps.relu_leakiness, hps.momentum, hps.bn_decay, hps.bn_epsilon) == (0.1, 0.9, 0.9, 1e-3)
@@ -49,10 +27,10 @@ def test_defaults_are_the_originals():
 
 
 def test_learning_rate_schedule():
-    resnet = resnet_model.ResNet(tiny(lr_boundaries=[10, 20, 30], min_lrn_rate=0.0005))
+    resnet = resnet_model.ResNet(tiny_hparams(lr_boundaries=[10, 20, 30], min_lrn_rate=0.0005))
     rates = [float(resnet.learning_rate(s)) for s in (0, 9, 10, 19, 20, 29, 30, 1000)]
     np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.0005, 0.0005], rtol=1e-5)
-    warm = resnet_model.ResNet(tiny(warmup_steps=4))
+    warm = resnet_model.ResNet(tiny_hparams(warmup_steps=4))
     np.testing.assert_allclose([float(warm.learning_rate(s)) for s in (0, 3, 4)], [0.025, 0.1, 0.1], rtol=1e-5)
 
 
@@ -63,7 +41,7 @@ def _batch(size, num_classes=10, seed=0):
 
 
 def test_loss_is_cross_entropy_of_the_logits_not_of_softmax_outputs():
-    resnet = resnet_model.ResNet(tiny(weight_decay_rate=0.0))
+    resnet = resnet_model.ResNet(tiny_hparams(weight_decay_rate=0.0))
     model = resnet.build_model()
     dense = model.get_layer('logits')
     dense.kernel.assign(dense.kernel * 200.0)  # confident logits: where the double softmax would show
@@ -79,7 +57,7 @@ def test_loss_is_cross_entropy_of_the_logits_not_of_softmax_outputs():
 
 
 def test_weight_decay_is_l2_of_conv_and_dense_kernels_only():
-    resnet = resnet_model.ResNet(tiny(weight_decay_rate=0.01))
+    resnet = resnet_model.ResNet(tiny_hparams(weight_decay_rate=0.01))
     model = resnet.build_model()
     kernels = [v for v in model.trainable_variables if 'kernel' in v.path]
     assert len(kernels) == 1 + 3 * 2 + 1  # stem, two convs per unit, dense
@@ -89,7 +67,7 @@ def test_weight_decay_is_l2_of_conv_and_dense_kernels_only():
 
 
 def test_train_step_updates_weights_moving_averages_and_step():
-    resnet = resnet_model.ResNet(tiny())
+    resnet = resnet_model.ResNet(tiny_hparams())
     model = resnet.build_model()
     step = resnet.build_train_op()
     bn = model.get_layer('unit_last_bn')
@@ -102,13 +80,13 @@ def test_train_step_updates_weights_moving_averages_and_step():
 
 
 def test_plain_sgd_has_no_momentum_slots():
-    resnet = resnet_model.ResNet(tiny(optimizer='sgd'))
+    resnet = resnet_model.ResNet(tiny_hparams(optimizer='sgd'))
     resnet.build_train_op()
     assert resnet.optimizer.momentum == 0.0
 
 
 def test_eval_step_handles_a_partial_batch():
-    resnet = resnet_model.ResNet(tiny())
+    resnet = resnet_model.ResNet(tiny_hparams())
     resnet.build_model()
     eval_step = resnet.build_eval_op()
     for size in (32, 5):
@@ -121,11 +99,11 @@ def test_eval_step_handles_a_partial_batch():
 
 
 def test_fixed_batch_of_real_images_is_overfit(subset):
-    files = cifar_input.list_files(f'{subset}/data_batch_1.bin', 'cifar10', '--data_dir')
+    files = cifar_input.list_files(f'{subset}/data_batch_1.bin', 'cifar10')
     images, labels = cifar_input.read_records(files, 'cifar10')
     images, labels = cifar_input.standardize(tf.cast(images[:128], tf.float32)), labels[:128]
     keras.utils.set_random_seed(0)
-    resnet = resnet_model.ResNet(tiny(batch_size=128))
+    resnet = resnet_model.ResNet(tiny_hparams(batch_size=128))
     step = resnet.build_train_op()
     precision = 0.0
     for _ in range(300):
@@ -133,22 +111,6 @@ def test_fixed_batch_of_real_images_is_overfit(subset):
         if precision == 1.0:
             break
     assert precision == 1.0
-
-
-def test_parse_overrides():
-    assert resnet_model.parse_overrides(
-        'train_steps=960,lr_boundaries=[480, 720],optimizer=sgd,use_bottleneck=True'
-    ) == {
-        'train_steps': 960,
-        'lr_boundaries': [480, 720],
-        'optimizer': 'sgd',
-        'use_bottleneck': True,
-    }
-    assert resnet_model.parse_overrides('') == {}
-    with pytest.raises(HParamsError, match='key=value'):
-        resnet_model.parse_overrides('train_steps')
-    with pytest.raises(HParamsError, match='brackets'):
-        resnet_model.parse_overrides('lr_boundaries=[1,2')
 
 
 @pytest.mark.parametrize(
@@ -169,21 +131,6 @@ def test_parse_overrides():
 def test_bad_hparams_are_refused_naming_the_key(values, key):
     with pytest.raises(HParamsError, match=key):
         resnet_model.make_hparams(values)
-
-
-def test_unknown_preset_and_bad_preset_file(tmp_path):
-    with pytest.raises(HParamsError, match="unknown preset 'resnet33'.*resnet32"):
-        resnet_model.load_preset('resnet33')
-    bad = tmp_path / 'mine.json'
-    bad.write_text('{"num_residual_units": 2, "dropout": 0.3}')
-    with pytest.raises(HParamsError, match=f"{bad}: unknown hparam 'dropout'"):
-        resnet_model.load_preset(str(bad))
-    bad.write_text('{"num_residual_units": 2,')
-    with pytest.raises(HParamsError, match='not valid JSON'):
-        resnet_model.load_preset(str(bad))
-    good = tmp_path / 'r20.json'
-    good.write_text('{"num_residual_units": 3}')
-    assert resnet_model.load_preset(str(good)).num_residual_units == 3
 
 
 @pytest.mark.parametrize('training', [True, False])

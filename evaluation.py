@@ -1,0 +1,162 @@
+"""Evaluation: a pass over a whole split, its report (summaries, metrics.json), and the watcher
+that evaluates a run's checkpoints as they appear. Training uses the same report."""
+
+import io
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+import cifar_input
+import devices
+import resnet_model
+import run_config
+import run_folder
+
+METRICS = 'metrics.json'
+
+
+class EvalPass:
+    """Measures a model on a whole split, every example once.
+
+    It keeps one iterator over the repeated batches: starting a tf.data iterator for every pass
+    costs more than evaluating a thousand images.
+    """
+
+    def __init__(self, resnet, images, labels, batch_size, strategy, jit_compile=False):
+        self.eval_step = resnet.build_eval_op(strategy, devices.check_xla(jit_compile, strategy))
+        self.size = int(labels.shape[0])
+        self.num_batches = -(-self.size // batch_size)
+        dataset = cifar_input.eval_dataset(images, labels, batch_size).repeat()
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        self.batches = iter(strategy.experimental_distribute_dataset(dataset.with_options(options)))
+
+    def __call__(self):
+        confusion, loss_sum = 0, 0.0
+        for _ in range(self.num_batches):
+            result = self.eval_step(*next(self.batches))
+            confusion += result['confusion'].numpy()
+            loss_sum += float(result['loss_sum'])
+            logging.log_every_n_seconds(logging.INFO, 'evaluated %d of %d images', 10, confusion.sum(), self.size)
+        count = int(confusion.sum())
+        return {'precision': np.trace(confusion) / count, 'loss': loss_sum / count, 'num_examples': count}, confusion
+
+
+def _confusion_image(confusion, class_names, step):
+    """The confusion matrix drawn with matplotlib, as a [1, H, W, 4] image for tf.summary.image."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    size = min(4 + 0.35 * len(class_names), 24)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=80)
+    ax.imshow(confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1), cmap='Blues', vmin=0, vmax=1)
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=90, fontsize=8)
+    ax.set_yticks(ticks, class_names, fontsize=8)
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
+    ax.set_title(f'step {step}: share of each true class')
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format='png')
+    plt.close(fig)
+    return tf.image.decode_png(png.getvalue())[tf.newaxis]
+
+
+class Evaluator:
+    """Evaluates a model on the configured split and reports to eval_dir: summaries and
+    metrics.json. Only the chief reports, and nothing is written before the first report."""
+
+    def __init__(self, config, resnet, strategy):
+        images, labels = run_config.load_split(config, config.eval_split)
+        self.eval_pass = EvalPass(resnet, images, labels, config.eval_batch_size, strategy, config.jit_compile)
+        self.class_names = config.class_names
+        self.eval_dir = config.eval_dir if devices.is_chief(strategy) else None
+        self.writer = None
+        self.best_precision = 0.0
+        previous = os.path.join(config.eval_dir, METRICS)
+        if os.path.exists(previous):
+            self.best_precision = run_folder.read_json(previous).get('best_precision', 0.0)
+
+    def _report(self, metrics, confusion):
+        step = metrics['step']
+        if self.writer is None:
+            self.writer = tf.summary.create_file_writer(run_folder.make_dir(self.eval_dir, 'eval_dir'))
+        with self.writer.as_default(step=step):
+            tf.summary.scalar('Precision', metrics['precision'])
+            tf.summary.scalar('Best Precision', metrics['best_precision'])
+            tf.summary.scalar('loss', metrics['loss'])
+            tf.summary.image('confusion_matrix', _confusion_image(confusion, self.class_names, step))
+        self.writer.flush()
+        run_folder.write_json(os.path.join(self.eval_dir, METRICS), metrics)
+
+    def __call__(self, step, checkpoint):
+        measured, confusion = self.eval_pass()
+        metrics = {'step': step, **measured, 'checkpoint': checkpoint}
+        self.best_precision = metrics['best_precision'] = max(self.best_precision, metrics['precision'])
+        # Per class: the share of that class's images classified right.
+        per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+        metrics['per_class_precision'] = {
+            name: round(float(p), 4) for name, p in zip(self.class_names, per_class, strict=True)
+        }
+        metrics['confusion_matrix'] = confusion.tolist()  # rows: true classes, columns: predictions
+        if self.eval_dir:
+            self._report(metrics, confusion)
+        logging.info(
+            'eval at step %d: loss %.4f, precision %.4f, best precision %.4f (%d images)',
+            step,
+            metrics['loss'],
+            metrics['precision'],
+            self.best_precision,
+            metrics['num_examples'],
+        )
+        return metrics
+
+
+def _checkpoints_to_evaluate(config):
+    """With eval_once, the existing checkpoints newest first; else each new one as it appears."""
+    if config.eval_once:
+        paths = run_folder.checkpoints(config.log_root)
+        if not paths:
+            raise run_folder.RunError(f'no checkpoint in {config.log_root}; train first', 'log_root')
+        return paths
+    logging.info(
+        'waiting for checkpoints in %s (up to %d s without a new one)', config.log_root, config.eval_timeout_secs
+    )
+    return tf.train.checkpoints_iterator(config.log_root, min_interval_secs=1, timeout=config.eval_timeout_secs)
+
+
+def evaluate(config, strategy=None):
+    """Evaluates the run's checkpoints, and returns the metrics of the last one evaluated.
+
+    With config.eval_once it evaluates the newest readable checkpoint. Otherwise it waits for
+    each new one, and stops after the one at train_steps, or after eval_timeout_secs without one.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    resnet = resnet_model.ResNet(config.hparams, sync_batch_norm=config.sync_batch_norm)
+    with strategy.scope():
+        model = resnet.build_model()
+        step = tf.Variable(0, dtype=tf.int64)
+    checkpoint = tf.train.Checkpoint(model=model, step=step)
+    evaluator = Evaluator(config, resnet, strategy)
+    metrics = None
+    for path in run_folder.usable(_checkpoints_to_evaluate(config), 'evaluate', config):
+        checkpoint.restore(path).expect_partial()
+        metrics = evaluator(int(step.numpy()), path)
+        if config.eval_once or metrics['step'] >= run_folder.checkpoint_config(path).hparams.train_steps:
+            return metrics
+    if metrics is None and config.eval_once:
+        raise run_folder.RunError(f'no readable checkpoint in {config.log_root}', 'log_root')
+    if metrics is None:
+        raise run_folder.RunError(
+            f'no usable checkpoint appeared in {config.log_root} within {config.eval_timeout_secs} s '
+            '(eval_timeout_secs)',
+            'log_root',
+            ['eval_timeout_secs'],
+        )
+    logging.info('no new checkpoint for %d s; stopping', config.eval_timeout_secs)
+    return metrics

@@ -1,0 +1,146 @@
+"""The run folder LOG_ROOT: its hparams.json, its checkpoints, and the one check a checkpoint
+passes before resume, eval, predict or export uses it.
+
+Every checkpoint carries the run's configuration (`run_config`), so a folder's checkpoints say
+which network they hold even without hparams.json.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+from absl import logging
+
+import run_config
+from errors import UserError
+
+RUN_CONFIG = 'hparams.json'
+CONFIG_KEY = 'run_config/.ATTRIBUTES/VARIABLE_VALUE'
+
+
+class RunError(UserError):
+    """The run cannot go on as asked; the message says why and what to do."""
+
+
+def write_json(path, values):
+    """Writes atomically, so a reader never sees half a file."""
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(values, f, indent=2)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_config(log_root):
+    """The RunConfig that LOG_ROOT/hparams.json saved, or None for a new run."""
+    path = os.path.join(log_root, RUN_CONFIG)
+    if not os.path.exists(path):
+        return None
+    try:
+        return run_config.from_json(read_json(path), log_root, source=path)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(
+            f'{path}: unreadable run configuration ({e}); move it away or use another log_root', mentions=['log_root']
+        ) from None
+
+
+def write_config(config):
+    write_json(os.path.join(config.log_root, RUN_CONFIG), config.to_json())
+
+
+def make_dir(path, key):
+    """Creates the folder (the setting `key` names) and checks it can be written, before any work."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f'.write-test-{os.getpid()}')
+        open(probe, 'w').close()
+        os.remove(probe)
+    except OSError as e:
+        raise RunError(f'cannot write to {path}: {e.strerror}', key) from None
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints.
+
+
+def checkpoints(log_root):
+    """The checkpoints of the folder, newest first. One is listed only once it is completely
+    written: the `checkpoint` index file is replaced atomically after the data."""
+    state = tf.train.get_checkpoint_state(log_root)
+    return list(reversed(state.all_model_checkpoint_paths)) if state else []
+
+
+def unreadable(path):
+    """Why the checkpoint at `path` cannot be read, or None. Reads every tensor, so a truncated
+    or corrupted file shows here rather than halfway through a restore."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError, OSError) as e:  # a truncated tensor raises IndexError
+        return f'{path} is unreadable ({getattr(e, "message", e)})'.splitlines()[0]
+    return None
+
+
+def checkpoint_config(path):
+    """The RunConfig a (readable) checkpoint of this trainer carries, or None for another writer's."""
+    reader = tf.train.load_checkpoint(path)
+    if not reader.has_tensor(CONFIG_KEY):
+        return None
+    log_root = os.path.dirname(path)
+    return run_config.from_json(json.loads(reader.get_tensor(CONFIG_KEY)), log_root, source=path)
+
+
+def foreign(path, config=None):
+    """Why the readable checkpoint at `path` cannot serve `config`'s network (or, with no config,
+    any run of this trainer), or None."""
+    saved = checkpoint_config(path)
+    if saved is None:
+        return f'{path} was not written by this trainer'
+    if config is not None and saved.network() != config.network():
+        return f'{path} belongs to a run of {saved.describe()}, not {config.describe()}'
+    return None
+
+
+def checkpoint_problem(path, config=None):
+    """Why the checkpoint at `path` cannot be used for `config`, or None: the one check."""
+    return unreadable(path) or foreign(path, config)
+
+
+def usable(paths, purpose, config=None):
+    """The checkpoints of `paths` that pass the check, in order, for `purpose` ('evaluate').
+    An unreadable one is skipped with a warning (another may serve); a foreign one stops
+    everything, since the folder holds another run."""
+    for path in paths:
+        problem = unreadable(path)
+        if problem:
+            logging.warning('skipping %s', problem)
+            continue
+        problem = foreign(path, config)
+        if problem:
+            raise RunError(f'cannot {purpose}: {problem}')
+        yield path
+
+
+def resume_checkpoint(config):
+    """The newest checkpoint in log_root, or None for a fresh start; refused with a way out if it
+    is damaged or foreign, since resuming from an older one would silently drop steps."""
+    paths = checkpoints(config.log_root)
+    if not paths:
+        return None
+    problem = checkpoint_problem(paths[0], config)
+    if problem is None:
+        return paths[0]
+    older = [path for path in paths[1:] if checkpoint_problem(path, config) is None]
+    way_out = (
+        f'{older[0]} is usable: move the files of {os.path.basename(paths[0])}.* away to resume from it'
+        if older
+        else 'no earlier checkpoint is usable: use another log_root'
+    )
+    raise RunError(f'cannot resume: {problem}; {way_out}', mentions=['log_root'])

@@ -1,0 +1,158 @@
+"""resnet_main.py as a user runs it, for what only a process shows: flags over the saved run,
+one-line errors and exit codes, signals, and kill -9."""
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, TINY_OVERRIDE, assert_user_error, run_main, tiny_config, tiny_train_args, write_records
+
+import evaluation
+import resnet_main
+import training
+from errors import UserError
+
+
+@pytest.fixture(scope='module')
+def cli_run(subset, tmp_path_factory):
+    """README's flow: train 6 steps, then the same run to 10 with only --log_root and --train_steps."""
+    log_root = str(tmp_path_factory.mktemp('run'))
+    common = ['--data_dir', subset, '--log_root', log_root, '--summary_every_steps=2', '--checkpoint_every_steps=4']
+    first = run_main('--mode=train', f'--hparams_override={TINY_OVERRIDE}', '--train_steps=6', *common)
+    assert first.returncode == 0, first.stderr
+    second = run_main('--mode=train', '--train_steps=10', '--log_root', log_root, '--summary_every_steps=2')
+    assert second.returncode == 0, second.stderr
+    return {'log_root': log_root, 'first': first, 'second': second}
+
+
+def test_second_run_resumes_without_repeating_flags(cli_run):
+    assert 'total_params: ' in cli_run['first'].stdout
+    second = cli_run['second'].stderr
+    assert 'resumed from' in second and 'ckpt-6' in second
+    assert 'from step 6 to 10' in second
+    saved = json.load(open(os.path.join(cli_run['log_root'], 'hparams.json')))
+    assert saved['hparams']['train_steps'] == 10 and saved['hparams']['batch_size'] == 32
+    assert saved['data']['train_data_path'].endswith('cifar10-subset/data_batch_*.bin')
+
+
+@pytest.fixture
+def parsed_flags():
+    """resnet_main's flags parsed from a command line in this process; unparsed afterwards."""
+    yield lambda *args: resnet_main.FLAGS(['resnet_main.py', *args])
+    resnet_main.FLAGS.unparse_flags()
+
+
+def test_resume_with_another_architecture_is_refused(cli_run, parsed_flags):
+    before = sorted(os.listdir(cli_run['log_root']))
+    parsed_flags('--log_root', cli_run['log_root'], '--hparams=resnet110')
+    with pytest.raises(UserError) as error:
+        resnet_main.build_config()
+    line = error.value.line(resnet_main.flag_name)
+    for fragment in ('holds a run of preset resnet32', 'num_residual_units=1', 'resnet110', '--log_root'):
+        assert fragment in line
+    assert sorted(os.listdir(cli_run['log_root'])) == before
+
+
+@pytest.mark.parametrize(
+    'args, fragments',
+    [
+        pytest.param(['--data_dir={empty}'], ['--data_dir: no file matches', 'data_batch_*.bin'], id='data'),
+        pytest.param(
+            ['--train_data_path={cifar100_file}'],
+            ['batch.bin', 'looks like cifar100', '--dataset=cifar100'],
+            id='a data file',
+        ),
+        pytest.param(
+            ['--hparams_override=dropout=0.5'], ["--hparams_override: unknown hparam 'dropout'"], id='hparams'
+        ),
+        pytest.param(
+            ['--mode=eval', '--data_source=synthetic', '--eval_timeout_secs=1'],
+            ['--log_root: no usable checkpoint appeared', '(--eval_timeout_secs)'],
+            id='the run folder',
+        ),
+    ],
+)
+def test_a_user_error_is_one_line_naming_the_flag(tmp_path, args, fragments):
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'a_file').write_text('not a folder')
+    write_records(tmp_path / 'batch.bin', [1, 2, 3], coarse=[0, 0, 0])
+    paths = {'empty': tmp_path / 'empty', 'a_file': tmp_path / 'a_file', 'cifar100_file': tmp_path / 'batch.bin'}
+    args = [arg.format(**paths) for arg in args]
+    result = run_main('--mode=train', '--log_root', str(tmp_path / 'run'), *args)
+    assert_user_error(result, *fragments)
+
+
+def _start_main(*args):
+    """resnet_main.py in the background, its log going to a file the test can read as it grows."""
+    log = open(os.path.join(args[args.index('--log_root') + 1] + '.log'), 'w+')
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, 'resnet_main.py'), *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+    )
+    return process, log
+
+
+def _wait_for_step(log, process, at_least, timeout=300):
+    """The newest step the trainer has logged, once it is at least `at_least`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        log.seek(0)
+        steps = [int(s) for s in re.findall(r'step (\d+)/', log.read())]
+        if steps and steps[-1] >= at_least:
+            return steps[-1]
+        assert process.poll() is None, 'the trainer ended early'
+        time.sleep(0.05)
+    raise AssertionError(f'no step {at_least} within {timeout} s')
+
+
+def _checkpoint_steps(log_root):
+    return sorted(int(f[len('ckpt-') : -len('.index')]) for f in os.listdir(log_root) if f.endswith('.index'))
+
+
+def test_sigterm_saves_the_current_step_and_resume_continues(subset, tmp_path):
+    sig = signal.SIGTERM
+    log_root = tmp_path / 'run'
+    args = tiny_train_args(
+        subset, log_root, '--train_steps=10000', '--checkpoint_every_steps=1000', '--summary_every_steps=1'
+    )
+    process, log = _start_main(*args)
+    _wait_for_step(log, process, 3)
+    process.send_signal(sig)
+    assert process.wait(timeout=120) == 128 + sig
+    log.seek(0)
+    stopped = int(re.search(rf'stopped by {sig.name} at step (\d+)', log.read()).group(1))
+    assert stopped >= 3 and _checkpoint_steps(log_root) == [stopped]
+
+    assert training.train(tiny_config(log_root, subset, {'train_steps': stopped + 2})).step == stopped + 2
+
+
+def test_repeated_kill_9_loses_at_most_the_checkpoint_interval(subset, tmp_path):
+    """Kill -9 at random moments: each restart resumes from the last complete checkpoint."""
+    log_root = tmp_path / 'run'
+    every = 3
+    args = tiny_train_args(
+        subset, log_root, '--train_steps=10000', f'--checkpoint_every_steps={every}', '--summary_every_steps=1'
+    )
+    rng = random.Random(0)
+    reached = 0
+    for _ in range(3):
+        process, log = _start_main(*args)
+        _wait_for_step(log, process, reached + 1)
+        time.sleep(rng.uniform(0, 0.6))
+        process.kill()
+        process.wait()
+        log.seek(0)
+        text = log.read()
+        logged = int(re.findall(r'step (\d+)/', text)[-1])
+        resumed = re.search(r'resumed from \S*ckpt-(\d+)', text)
+        if reached:
+            assert resumed and int(resumed.group(1)) == reached, text
+        reached = _checkpoint_steps(log_root)[-1]
+        assert 0 <= logged - reached <= every, (logged, reached)
+    config = tiny_config(log_root, subset, {'train_steps': 10000}, eval_once=True)
+    assert evaluation.evaluate(config)['step'] == reached

@@ -1,0 +1,126 @@
+"""evaluation.evaluate in-process, on the real CIFAR-10 subset: whole splits, the watcher, its
+report, and damaged or foreign checkpoints."""
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, as_flags, tiny_config, tiny_train_args
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import cifar_input
+import evaluation
+import run_config
+import training
+from errors import UserError
+
+
+def _tags(directory):
+    events = EventAccumulator(directory, size_guidance={'tensors': 0, 'images': 0})
+    events.Reload()
+    return set(events.Tags()['tensors']) | set(events.Tags()['images'])
+
+
+@pytest.fixture(scope='module')
+def trained(subset, tmp_path_factory):
+    """A tiny run of 10 steps with checkpoints at 4, 8 and 10."""
+    config = tiny_config(tmp_path_factory.mktemp('run'), subset, {'train_steps': 10}, checkpoint_every_steps=4)
+    training.train(config)
+    return config
+
+
+def test_eval_once_covers_the_whole_test_set(trained):
+    metrics = evaluation.evaluate(dataclasses.replace(trained, eval_once=True))
+    assert metrics == json.load(open(os.path.join(trained.eval_dir, 'metrics.json')))
+    assert metrics['num_examples'] == 1017 and metrics['step'] == 10
+    assert metrics['checkpoint'].endswith('ckpt-10')
+    assert 0.0 <= metrics['precision'] <= metrics['best_precision'] <= 1.0 and metrics['loss'] > 0
+    assert {'Precision', 'Best Precision', 'loss', 'confusion_matrix'} <= _tags(trained.eval_dir)
+
+
+def test_eval_reports_per_class_results(trained, tmp_path):
+    metrics = evaluation.evaluate(dataclasses.replace(trained, eval_once=True, eval_dir=str(tmp_path)))
+    confusion = np.array(metrics['confusion_matrix'])
+    assert confusion.shape == (10, 10) and confusion.sum() == metrics['num_examples'] == 1017
+    assert np.trace(confusion) / 1017 == pytest.approx(metrics['precision'])
+    per_class = metrics['per_class_precision']
+    assert list(per_class) == cifar_input.CLASS_NAMES['cifar10']
+    row = confusion[3]
+    assert per_class['cat'] == pytest.approx(row[3] / row.sum(), abs=1e-4)
+
+
+def test_continuous_eval_stops_after_the_final_checkpoint(trained, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger='absl')
+    metrics = evaluation.evaluate(dataclasses.replace(trained, eval_dir=str(tmp_path), eval_timeout_secs=60))
+    assert metrics['step'] == 10 and 'eval at step 10' in caplog.text
+
+
+def test_train_and_eval_writes_metrics(subset, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger='absl')
+    config = tiny_config(tmp_path, subset, {'train_steps': 4}, eval_every_steps=2, eval_split='validation')
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, validation_size=100))
+    training.train(config, evaluate=True)
+    assert caplog.text.count('eval at step') == 2
+    metrics = json.load(open(tmp_path / 'eval' / 'metrics.json'))
+    assert metrics['num_examples'] == 100 and metrics['step'] == 4
+
+
+def test_eval_without_a_checkpoint_gives_up_after_the_timeout(tmp_path):
+    config = run_config.new_run(
+        str(tmp_path), data=run_config.DataSettings(data_source='synthetic'), eval_timeout_secs=1
+    )
+    with pytest.raises(UserError) as error:
+        evaluation.evaluate(config)
+    line = as_flags(error.value)
+    assert 'no usable checkpoint appeared' in line and '--eval_timeout_secs' in line
+
+
+def test_corrupted_newest_checkpoint_is_skipped_by_eval_and_refused_by_train(subset, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger='absl')
+    config = tiny_config(tmp_path, subset, {'train_steps': 4}, checkpoint_every_steps=2, eval_once=True)
+    training.train(config)
+    data = tmp_path / 'ckpt-4.data-00000-of-00001'
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+
+    assert evaluation.evaluate(config)['step'] == 2
+    assert re.search(r'skipping .*ckpt-4 is unreadable', caplog.text), caplog.text
+
+    with pytest.raises(UserError) as error:
+        training.train(dataclasses.replace(config, hparams=config.hparams._replace(train_steps=6)))
+    for fragment in ('cannot resume', 'ckpt-4', 'ckpt-2 is usable', 'move the files of ckpt-4.* away'):
+        assert fragment in str(error.value)
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith('.index')) == ['ckpt-2.index', 'ckpt-4.index']
+
+
+def test_eval_of_another_dataset_is_refused_before_writing(trained):
+    before = sorted(os.listdir(trained.log_root))
+    other = run_config.new_run(
+        trained.log_root, dataset='cifar100', data=run_config.DataSettings(data_source='synthetic'), eval_once=True
+    )
+    with pytest.raises(UserError) as error:
+        evaluation.evaluate(other)
+    for fragment in ('ckpt-10', 'on cifar10', 'not preset resnet32 on cifar100'):
+        assert fragment in str(error.value)
+    assert sorted(os.listdir(trained.log_root)) == before
+
+
+def test_eval_beside_training_sees_each_checkpoint_once_and_ends_with_it(subset, tmp_path, caplog):
+    """The trainer in another process, as a user runs the two; the evaluator here."""
+    caplog.set_level(logging.INFO, logger='absl')
+    log_root = tmp_path / 'run'
+    args = tiny_train_args(subset, log_root, '--train_steps=12', '--checkpoint_every_steps=2')
+    log = open(tmp_path / 'trainer.log', 'w')
+    trainer = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, 'resnet_main.py'), *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+    )
+    evaluation.evaluate(tiny_config(log_root, subset, {'train_steps': 12}, eval_timeout_secs=300))
+    assert trainer.wait(timeout=300) == 0
+    steps = [int(s) for s in re.findall(r'eval at step (\d+):', caplog.text)]
+    assert steps and steps == sorted(set(steps)) and steps[-1] == 12, steps
+    assert 'skipping' not in caplog.text
