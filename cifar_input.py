@@ -188,6 +188,27 @@ def load_split(dataset, data_source, split, pattern=None, validation_size=0, tfd
     return _hold_out(images, labels, split, validation_size, pattern)
 
 
+def resize(images):
+    """uint8 images [..., H, W, 3] as [..., 32, 32, 3]: bilinear, rounded, unchanged when already 32x32."""
+    if images.shape[-3:-1] == (IMAGE_SIZE, IMAGE_SIZE):
+        return images
+    return tf.cast(tf.clip_by_value(tf.round(tf.image.resize(images, [IMAGE_SIZE, IMAGE_SIZE])), 0, 255), tf.uint8)
+
+
+def _expand(paths):
+    """The paths, each glob pattern among them ("imgs/*.png", quoted on a shell) replaced by its matches."""
+    expanded = []
+    for path in paths:
+        if glob.has_magic(path) and not os.path.exists(path):
+            matches = sorted(glob.glob(path))
+            if not matches:
+                raise DataError(f'no file matches {path}', 'images')
+            expanded += matches
+        else:
+            expanded.append(path)
+    return expanded
+
+
 def read_image_files(paths, dataset):
     """Images for prediction as (name, uint8 [32, 32, 3], true label or None) triples.
 
@@ -195,7 +216,9 @@ def read_image_files(paths, dataset):
     size; a binary batch file (.bin) of `dataset` gives each of its records, with its label.
     """
     examples = []
-    for path in paths:
+    for path in _expand(paths):
+        if not os.path.isfile(path):
+            raise DataError(f'{path}: no such file; expected an image (PNG, JPEG, GIF or BMP) or a .bin batch file')
         if path.endswith('.bin'):
             _check_file(path, dataset)
             images, labels = read_records([path], dataset)
@@ -210,11 +233,7 @@ def read_image_files(paths, dataset):
             raise DataError(
                 f'{path}: cannot read the image ({reason}); expected a PNG, JPEG, GIF or BMP file'
             ) from None
-        if image.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-            image = tf.cast(
-                tf.clip_by_value(tf.round(tf.image.resize(image, [IMAGE_SIZE, IMAGE_SIZE])), 0, 255), tf.uint8
-            )
-        examples.append((path, image, None))
+        examples.append((path, resize(image), None))
     return examples
 
 

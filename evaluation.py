@@ -2,6 +2,7 @@
 that evaluates a run's checkpoints as they appear. Training uses the same report."""
 
 import io
+import json
 import os
 
 import numpy as np
@@ -45,21 +46,34 @@ class EvalPass:
 
 
 def _confusion_image(confusion, class_names, step):
-    """The confusion matrix drawn with matplotlib, as a [1, H, W, 4] image for tf.summary.image."""
+    """The confusion matrix drawn with matplotlib, as a [1, H, W, 4] image for tf.summary.image.
+
+    A cell's colour is its share of the true class (the row), so classes of different sizes
+    compare, and the colour bar says which share a colour is; up to 20 classes each cell also
+    carries its count of images (CIFAR-100's 100 classes get colour alone)."""
     import matplotlib
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    size = min(4 + 0.35 * len(class_names), 24)
-    fig, ax = plt.subplots(figsize=(size, size), dpi=80)
-    ax.imshow(confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1), cmap='Blues', vmin=0, vmax=1)
-    ticks = range(len(class_names))
+    num_classes = len(class_names)
+    shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    size = min(4 + 0.35 * num_classes, 24)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size), dpi=80)  # the extra width is the colour bar's
+    image = ax.imshow(shares, cmap='Blues', vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03).set_label('share of the true class (row)')
+    ticks = range(num_classes)
     ax.set_xticks(ticks, class_names, rotation=90, fontsize=8)
     ax.set_yticks(ticks, class_names, fontsize=8)
     ax.set_xlabel('predicted')
     ax.set_ylabel('true')
-    ax.set_title(f'step {step}: share of each true class')
+    title = f'step {step}: share of each true class'
+    if num_classes <= 20:
+        for (row, col), count in np.ndenumerate(confusion):
+            color = 'white' if shares[row, col] > 0.5 else ('black' if count else 'lightgray')
+            ax.text(col, row, str(count), ha='center', va='center', fontsize=8 if num_classes <= 10 else 7, color=color)
+        title += ', images counted in each cell'
+    ax.set_title(title)
     fig.tight_layout()
     png = io.BytesIO()
     fig.savefig(png, format='png')
@@ -67,18 +81,26 @@ def _confusion_image(confusion, class_names, step):
     return tf.image.decode_png(png.getvalue())[tf.newaxis]
 
 
+def report_dir(config):
+    """Where the eval split's summaries and metrics.json go: EVAL_DIR for the test split,
+    EVAL_DIR/validation for the validation split, so the two never overwrite each other."""
+    return config.eval_dir if config.eval_split == 'test' else os.path.join(config.eval_dir, config.eval_split)
+
+
 class Evaluator:
-    """Evaluates a model on the configured split and reports to eval_dir: summaries and
-    metrics.json. Only the chief reports, and nothing is written before the first report."""
+    """Evaluates a model on the configured split and reports to its folder: summaries and
+    metrics.json, with the best precision of that split. Only the chief reports, and nothing is
+    written before the first report."""
 
     def __init__(self, config, resnet, strategy):
-        images, labels = run_config.load_split(config, config.eval_split)
+        self.split = config.eval_split
+        images, labels = run_config.load_split(config, self.split)
         self.eval_pass = EvalPass(resnet, images, labels, config.eval_batch_size, strategy, config.jit_compile)
         self.class_names = config.class_names
-        self.eval_dir = config.eval_dir if devices.is_chief(strategy) else None
+        self.eval_dir = report_dir(config) if devices.is_chief(strategy) else None
         self.writer = None
         self.best_precision = 0.0
-        previous = os.path.join(config.eval_dir, METRICS)
+        previous = os.path.join(report_dir(config), METRICS)
         if os.path.exists(previous):
             self.best_precision = run_folder.read_json(previous).get('best_precision', 0.0)
 
@@ -96,7 +118,7 @@ class Evaluator:
 
     def __call__(self, step, checkpoint):
         measured, confusion = self.eval_pass()
-        metrics = {'step': step, **measured, 'checkpoint': checkpoint}
+        metrics = {'step': step, 'split': self.split, **measured, 'checkpoint': checkpoint}
         self.best_precision = metrics['best_precision'] = max(self.best_precision, metrics['precision'])
         # Per class: the share of that class's images classified right.
         per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
@@ -107,12 +129,13 @@ class Evaluator:
         if self.eval_dir:
             self._report(metrics, confusion)
         logging.info(
-            'eval at step %d: loss %.4f, precision %.4f, best precision %.4f (%d images)',
+            'eval at step %d: loss %.4f, precision %.4f, best precision %.4f (%d %s images)',
             step,
             metrics['loss'],
             metrics['precision'],
             self.best_precision,
             metrics['num_examples'],
+            self.split,
         )
         return metrics
 
@@ -141,13 +164,19 @@ def evaluate(config, strategy=None):
     with strategy.scope():
         model = resnet.build_model()
         step = tf.Variable(0, dtype=tf.int64)
-    checkpoint = tf.train.Checkpoint(model=model, step=step)
+    saved_config = tf.Variable('')  # restored with the weights: the run's train_steps, however late it was raised
+    checkpoint = tf.train.Checkpoint(model=model, step=step, run_config=saved_config)
     evaluator = Evaluator(config, resnet, strategy)
     metrics = None
     for path in run_folder.usable(_checkpoints_to_evaluate(config), 'evaluate', config):
-        checkpoint.restore(path).expect_partial()
+        try:
+            checkpoint.restore(path).expect_partial()
+        except tf.errors.NotFoundError:  # the trainer keeps keep_checkpoints: an old one may go before it is read
+            logging.warning('skipping %s: deleted by the trainer before it could be read', path)
+            continue
         metrics = evaluator(int(step.numpy()), path)
-        if config.eval_once or metrics['step'] >= run_folder.checkpoint_config(path).hparams.train_steps:
+        train_steps = json.loads(saved_config.numpy())['hparams']['train_steps']
+        if config.eval_once or metrics['step'] >= train_steps:
             return metrics
     if metrics is None and config.eval_once:
         raise run_folder.RunError(f'no readable checkpoint in {config.log_root}', 'log_root')

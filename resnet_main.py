@@ -14,6 +14,8 @@ configuration (or a checkpoint) and a strategy, and can be called from Python.
 """
 
 import dataclasses
+import logging as logging_std
+import os
 import signal
 import sys
 
@@ -179,16 +181,42 @@ def main(argv):
         sys.exit(128 + signal.Signals[result.stopped_by].value)
 
 
+class Stopped(Exception):
+    """SIGINT or SIGTERM outside the training loop (which saves first, then returns)."""
+
+
+def _stop(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
+class _TensorFlowInfo(logging_std.Filter):
+    """Drops TensorFlow's own INFO lines (one per save): a run's output is the project's lines."""
+
+    def filter(self, record):
+        return record.levelno > logging_std.INFO or f'{os.sep}tensorflow{os.sep}' not in record.pathname
+
+
 def run(argv):
-    """main() with user mistakes reported as one line naming the flag, and exit code 2, not a traceback."""
+    """main() with user mistakes reported as one line naming the flag and exit code 2, and a stop
+    by SIGINT or SIGTERM as one line and 128 + the signal's number: never a traceback."""
+    logging.get_absl_logger().addFilter(_TensorFlowInfo())
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         main(argv)
     except UserError as e:
         logging.flush()
         sys.stderr.write(f'error: {e.line(flag_name)}\n')
         sys.exit(2)
+    except Stopped as e:
+        logging.info('stopped by %s', e)
+        sys.exit(128 + signal.Signals[str(e)].value)
 
 
 if __name__ == '__main__':
     flags.mark_flag_as_required('log_root')
-    app.run(run)
+    try:
+        app.run(run)
+    except SystemExit as e:  # absl ends --help with exit code 1; asking for help is no failure
+        help_asked = any(arg in ('-h', '-?', '--help', '--helpshort', '--helpfull') for arg in sys.argv[1:])
+        sys.exit(0 if help_asked and e.code == 1 else e.code)

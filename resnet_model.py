@@ -140,6 +140,13 @@ def architecture(hps):
     return {field: getattr(hps, field) for field in ARCHITECTURE_FIELDS}
 
 
+def network_name(hps):
+    """'ResNet-32', 'ResNet-164 (bottleneck)', 'ResNet-26 (10x wide)': weighted layers, as papers count."""
+    widening = hps.filters[1] // (64 if hps.use_bottleneck else 16)
+    detail = ', '.join(['bottleneck'] * hps.use_bottleneck + [f'{widening}x wide'] * (widening > 1))
+    return f'ResNet-{(9 if hps.use_bottleneck else 6) * hps.num_residual_units + 2}' + (f' ({detail})' * bool(detail))
+
+
 # ---------------------------------------------------------------------------
 # The network, as in the original: pre-activation units, shared BN + ReLU before the first unit.
 
@@ -190,10 +197,9 @@ def _conv(filters, kernel_size, strides, name):
 class ResNet:
     """Builds the Keras model and its compiled training and evaluation steps from HParams.
 
-    The steps run under a tf.distribute strategy (the default one when none is given): each
-    replica takes its share of the global batch, and results are summed across replicas, so the
-    loss, learning rate and step mean the same on any number of devices. The Keras global
-    mixed-precision policy sets the compute dtype; variables, logits and loss stay float32.
+    The steps run under a tf.distribute strategy: each replica takes its share of the global batch
+    and results are summed across replicas, so loss, learning rate and step mean the same on any
+    number of devices. Keras' global policy sets the compute dtype; variables and loss stay float32.
     """
 
     def __init__(self, hps, sync_batch_norm=False):
@@ -302,12 +308,9 @@ class ResNet:
         return xent, weight_decay
 
     def build_train_op(self, strategy=None, jit_compile=False):
-        """Creates the optimizer and the step counter, and returns the compiled training step.
-
-        The step takes a batch (images, int labels), distributed by `strategy` when one is given,
-        and returns a dict of scalars: cost, xent, weight_decay, precision, learning_rate. It
-        updates the weights, the batch-norm moving averages and the global step. Under the
-        mixed_float16 policy the optimizer scales the loss, so small float16 gradients survive.
+        """Creates the optimizer and the step counter, and returns the compiled training step: a
+        batch (images, int labels) in, the scalars cost, xent, weight_decay, precision and
+        learning_rate out. Under mixed_float16 the optimizer scales the loss, so small gradients survive.
         """
         hps, strategy = self.hps, strategy or tf.distribute.get_strategy()
         with strategy.scope():

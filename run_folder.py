@@ -15,6 +15,8 @@ import run_config
 from errors import UserError
 
 RUN_CONFIG = 'hparams.json'
+# The data settings that decide which images are training images, and in which order.
+TRAINING_IMAGES = ('data_source', 'train_data_path', 'validation_size', 'seed')
 CONFIG_KEY = 'run_config/.ATTRIBUTES/VARIABLE_VALUE'
 
 
@@ -25,10 +27,14 @@ class RunError(UserError):
 def write_json(path, values):
     """Writes atomically, so a reader never sees half a file."""
     tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w') as f:
-        json.dump(values, f, indent=2)
-        f.write('\n')
-    os.replace(tmp, path)
+    try:
+        with open(tmp, 'w') as f:
+            json.dump(values, f, indent=2)
+            f.write('\n')
+        os.replace(tmp, path)
+    finally:  # a failed or interrupted write leaves no partial file
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def read_json(path):
@@ -136,6 +142,7 @@ def resume_checkpoint(config):
         return None
     problem = checkpoint_problem(paths[0], config)
     if problem is None:
+        _check_same_training_images(paths[0], config)
         return paths[0]
     older = [path for path in paths[1:] if checkpoint_problem(path, config) is None]
     way_out = (
@@ -144,3 +151,17 @@ def resume_checkpoint(config):
         else 'no earlier checkpoint is usable: use another log_root'
     )
     raise RunError(f'cannot resume: {problem}; {way_out}', mentions=['log_root'])
+
+
+def _check_same_training_images(path, config):
+    """Refuses a resume that would train on other images: held-out validation images, say."""
+    saved = checkpoint_config(path).data
+    changed = [name for name in TRAINING_IMAGES if getattr(saved, name) != getattr(config.data, name)]
+    if changed:
+        started = ', '.join(f'{name}={getattr(saved, name)!r}' for name in changed)
+        asked = ', '.join(f'{name}={getattr(config.data, name)!r}' for name in changed)
+        raise RunError(
+            f'cannot resume: {path} was trained with {started}; resuming with {asked} would change which images '
+            'are training images; drop that setting, or use another log_root',
+            mentions=[*changed, 'log_root'],
+        )

@@ -79,7 +79,8 @@ def describe(predictions, top_k=3):
 
 
 def export(export_dir, log_root=None, checkpoint=None):
-    """Writes a SavedModel: uint8 images [N, 32, 32, 3] in, class probabilities, ids and names out.
+    """Writes a SavedModel: uint8 images [N, H, W, 3] in (resized to 32x32 as predict does), class
+    probabilities, ids and names out.
     Returns the RunConfig of the exported checkpoint."""
     if not export_dir:
         raise RunError('give a new folder for the SavedModel', 'export_dir')
@@ -90,9 +91,10 @@ def export(export_dir, log_root=None, checkpoint=None):
     module.model = model
     module.class_names = tf.constant(config.class_names)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.uint8, name='images')])
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')])
     def serve(images):
-        """The trainer's eval preprocessing, the network, and a softmax."""
+        """Resized to 32x32 as predict does, the trainer's eval preprocessing, the network, a softmax."""
+        images = tf.cond(tf.reduce_all(tf.shape(images)[1:3] == 32), lambda: images, lambda: cifar_input.resize(images))
         probabilities = tf.nn.softmax(model(cifar_input.standardize(images), training=False))
         class_ids = tf.argmax(probabilities, axis=1, output_type=tf.int32)
         return {
@@ -107,6 +109,7 @@ def export(export_dir, log_root=None, checkpoint=None):
         tf.saved_model.save(module, staging, signatures={'serving_default': serve})
         os.replace(staging, export_dir)
     except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
         raise RunError(f'cannot write {export_dir}: {e.strerror}', 'export_dir') from None
+    finally:  # failed or interrupted: no half folder stays
+        shutil.rmtree(staging, ignore_errors=True)
     return config

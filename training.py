@@ -145,8 +145,8 @@ def train(config, strategy=None, evaluate=False):
             f'use a multiple of {replicas}'
         )
     chief = devices.is_chief(strategy)
+    images, labels = run_config.load_split(config, 'train')  # first: a mistake in the data leaves no folder
     log_root = _checkpoint_dir(config, chief)
-    images, labels = run_config.load_split(config, 'train')
 
     # The model, its optimizer and step, and the checkpoints that hold them with the run's configuration.
     keras.utils.set_random_seed(config.data.seed)
@@ -173,6 +173,9 @@ def train(config, strategy=None, evaluate=False):
     step = int(resnet.global_step.numpy())
     if step > hps.train_steps:
         raise RunError(f'{hps.train_steps} is below step {step} of {resume_from}', 'train_steps')
+    if resume_from and step == hps.train_steps:
+        logging.info('%s is already complete at step %d; raise train_steps to train it further', log_root, step)
+        return TrainResult(step, None)
     if chief:
         run_folder.write_config(config)
     evaluator = evaluation.Evaluator(config, resnet, strategy) if evaluate else None
@@ -182,7 +185,8 @@ def train(config, strategy=None, evaluate=False):
         writer = tf.summary.create_noop_writer()
     batches = iter(distributed_train_dataset(strategy, images, labels, hps, config.data.seed, step))
     logging.info(
-        'training %s on %d %s images from step %d to %d',
+        'training %s (preset %s) on %d %s images from step %d to %d',
+        resnet_model.network_name(hps),
         config.preset,
         int(labels.shape[0]),
         config.dataset,

@@ -5,8 +5,8 @@
 # Further flags go to resnet_main.py (e.g. --train_steps=300 --log_root=runs/try).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q -r requirements.txt
+python -m pip install -q -r requirements.txt
 if [[ " $* " != *" --data_dir="* ]]; then
-  python3 scripts/download_cifar.py --dataset=cifar10 --data_dir=data
+  python scripts/download_cifar.py --dataset=cifar10 --data_dir=data
 fi
-exec python3 resnet_main.py --mode=train_and_eval --log_root=runs/resnet32 --data_dir=data "$@"
+exec python resnet_main.py --mode=train_and_eval --log_root=runs/resnet32 --data_dir=data "$@"

@@ -88,9 +88,9 @@ def test_a_user_error_is_one_line_naming_the_flag(tmp_path, args, fragments):
     assert_user_error(result, *fragments)
 
 
-def _start_main(*args):
+def _start_main(*args, name='train'):
     """resnet_main.py in the background, its log going to a file the test can read as it grows."""
-    log = open(os.path.join(args[args.index('--log_root') + 1] + '.log'), 'w+')
+    log = open(os.path.join(f'{args[args.index("--log_root") + 1]}.{name}.log'), 'w+')
     process = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, 'resnet_main.py'), *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
     )
@@ -110,6 +110,17 @@ def _wait_for_step(log, process, at_least, timeout=300):
     raise AssertionError(f'no step {at_least} within {timeout} s')
 
 
+def _wait_for_line(log, process, text, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        log.seek(0)
+        if text in log.read():
+            return
+        assert process.poll() is None, 'the process ended early'
+        time.sleep(0.05)
+    raise AssertionError(f'no {text!r} within {timeout} s')
+
+
 def _checkpoint_steps(log_root):
     return sorted(int(f[len('ckpt-') : -len('.index')]) for f in os.listdir(log_root) if f.endswith('.index'))
 
@@ -127,6 +138,16 @@ def test_sigterm_saves_the_current_step_and_resume_continues(subset, tmp_path):
     log.seek(0)
     stopped = int(re.search(rf'stopped by {sig.name} at step (\d+)', log.read()).group(1))
     assert stopped >= 3 and _checkpoint_steps(log_root) == [stopped]
+
+    watcher, watcher_log = _start_main('--mode=eval', '--log_root', str(log_root), name='eval')
+    _wait_for_line(watcher_log, watcher, f'eval at step {stopped}:')
+    watcher.send_signal(signal.SIGINT)  # Ctrl-C on the eval watcher, waiting for the next checkpoint
+    assert watcher.wait(timeout=60) == 128 + signal.SIGINT
+    watcher_log.seek(0)
+    output = watcher_log.read()
+    assert 'stopped by SIGINT' in output and 'Traceback' not in output, output
+    assert 'metrics.json' in os.listdir(log_root / 'eval')
+    assert not [name for name in os.listdir(log_root / 'eval') if '.tmp' in name], 'no partial metrics.json'
 
     assert training.train(tiny_config(log_root, subset, {'train_steps': stopped + 2})).step == stopped + 2
 

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -67,8 +68,27 @@ def test_train_and_eval_writes_metrics(subset, tmp_path, caplog):
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, validation_size=100))
     training.train(config, evaluate=True)
     assert caplog.text.count('eval at step') == 2
-    metrics = json.load(open(tmp_path / 'eval' / 'metrics.json'))
-    assert metrics['num_examples'] == 100 and metrics['step'] == 4
+    metrics = json.load(open(tmp_path / 'eval' / 'validation' / 'metrics.json'))
+    assert metrics['num_examples'] == 100 and metrics['step'] == 4 and metrics['split'] == 'validation'
+    assert '(100 validation images)' in caplog.text
+
+
+def test_each_split_keeps_its_own_best_and_metrics(trained, tmp_path):
+    eval_dir = str(tmp_path / 'eval')
+    os.makedirs(eval_dir)
+    with open(os.path.join(eval_dir, 'metrics.json'), 'w') as f:
+        json.dump({'best_precision': 0.99}, f)  # an earlier test eval's best, above anything ResNet-8 reaches here
+    test = evaluation.evaluate(dataclasses.replace(trained, eval_once=True, eval_dir=eval_dir))
+    assert test['best_precision'] == 0.99
+    with_validation = dataclasses.replace(trained.data, validation_size=500)
+    validation = evaluation.evaluate(
+        dataclasses.replace(trained, data=with_validation, eval_once=True, eval_dir=eval_dir, eval_split='validation')
+    )
+    assert test['split'] == 'test' and validation['split'] == 'validation'
+    assert validation['best_precision'] == validation['precision'] < 0.99, 'the best of the validation split alone'
+    assert json.load(open(tmp_path / 'eval' / 'metrics.json')) == test, 'the test metrics stay as they were'
+    assert json.load(open(tmp_path / 'eval' / 'validation' / 'metrics.json')) == validation
+    assert validation['num_examples'] == 500 and test['num_examples'] == 1017
 
 
 def test_eval_without_a_checkpoint_gives_up_after_the_timeout(tmp_path):
@@ -114,7 +134,7 @@ def test_eval_beside_training_sees_each_checkpoint_once_and_ends_with_it(subset,
     """The trainer in another process, as a user runs the two; the evaluator here."""
     caplog.set_level(logging.INFO, logger='absl')
     log_root = tmp_path / 'run'
-    args = tiny_train_args(subset, log_root, '--train_steps=12', '--checkpoint_every_steps=2')
+    args = tiny_train_args(subset, log_root, '--train_steps=12', '--checkpoint_every_steps=2', '--keep_checkpoints=10')
     log = open(tmp_path / 'trainer.log', 'w')
     trainer = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, 'resnet_main.py'), *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
@@ -124,3 +144,12 @@ def test_eval_beside_training_sees_each_checkpoint_once_and_ends_with_it(subset,
     steps = [int(s) for s in re.findall(r'eval at step (\d+):', caplog.text)]
     assert steps and steps == sorted(set(steps)) and steps[-1] == 12, steps
     assert 'skipping' not in caplog.text
+
+
+def test_eval_once_without_a_checkpoint_fails_at_once_and_writes_nothing(tmp_path):
+    config = run_config.new_run(str(tmp_path), data=run_config.DataSettings(data_source='synthetic'), eval_once=True)
+    start = time.time()
+    with pytest.raises(UserError, match='no checkpoint in') as error:
+        evaluation.evaluate(config)
+    assert time.time() - start < 30 and as_flags(error.value).startswith('--log_root: ')
+    assert not os.listdir(tmp_path)

@@ -69,8 +69,15 @@ def test_predict_names_an_unreadable_file(run):
     bad.write_text('not an image')
     with pytest.raises(UserError, match='notes.png.*cannot read the image'):
         trained_model.predict([run['pngs'][0], str(bad)], run['log_root'])
-    with pytest.raises(UserError, match='missing.png'):
+    with pytest.raises(UserError, match='missing.png: no such file'):
         trained_model.predict([str(run['root'] / 'missing.png')], run['log_root'])
+    with pytest.raises(UserError, match='images: no file matches .*nothing_\\*.png'):
+        trained_model.predict([str(run['root'] / 'nothing_*.png')], run['log_root'])
+
+
+def test_predict_expands_a_quoted_glob(run):
+    predictions = trained_model.predict([str(run['root'] / 'test_*.png')], run['log_root'])
+    assert predictions.names == sorted(run['pngs'])
 
 
 def test_export_reloads_with_the_checkpoints_predictions(run):
@@ -83,6 +90,10 @@ def test_export_reloads_with_the_checkpoints_predictions(run):
     assert (outputs['class_ids'].numpy() == expected.argmax(axis=1)).all()
     names = cifar_input.CLASS_NAMES['cifar10']
     assert [n.decode() for n in outputs['class_names'].numpy()] == [names[i] for i in expected.argmax(axis=1)]
+
+    bigger = tf.cast(tf.image.resize(run['images'], [64, 48]), tf.uint8)
+    resized = _probabilities_from_checkpoint(run['log_root'], cifar_input.resize(bigger).numpy())
+    np.testing.assert_allclose(serve(images=bigger)['probabilities'].numpy(), resized, rtol=1e-5, atol=1e-6)
 
     with pytest.raises(UserError, match='not empty') as error:
         trained_model.export(export_dir, run['log_root'])

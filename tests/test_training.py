@@ -14,6 +14,7 @@ import tensorflow as tf
 from conftest import as_flags, tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import cifar_input
 import run_config
 import training
 from errors import UserError
@@ -206,3 +207,31 @@ def test_sigint_saves_the_current_step_and_returns(subset, tmp_path):
     assert result.stopped_by == 'SIGINT' and 1 <= result.step < 10000
     assert checkpoint_steps(tmp_path) == [result.step]
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_resume_that_would_change_the_training_images_is_refused(short_run, copy_run):
+    config = copy_run(short_run)
+    before = sorted(os.listdir(config.log_root))
+    held_out = dataclasses.replace(config.data, validation_size=500)
+    with pytest.raises(UserError) as error:
+        training.train(dataclasses.replace(with_steps(config, 6), data=held_out))
+    line = as_flags(error.value)
+    assert 'ckpt-4 was trained with --validation_size=0' in line and 'resuming with --validation_size=500' in line
+    assert sorted(os.listdir(config.log_root)) == before
+
+
+def test_no_batch_is_read_past_train_steps(subset, tmp_path, monkeypatch):
+    """Batches past step 3 raise an error when read: the run must end without reading one."""
+    endless = cifar_input.train_dataset
+
+    def exactly_to_step_3(*args, start_step=0, **kwargs):
+        batches = endless(*args, start_step=start_step, **kwargs)
+
+        def refuse(images, labels):
+            tf.debugging.Assert(tf.reduce_all(labels < 0), ['a batch past train_steps was read'])
+            return images, labels
+
+        return batches.take(3 - start_step).concatenate(batches.map(refuse))
+
+    monkeypatch.setattr(cifar_input, 'train_dataset', exactly_to_step_3)
+    assert training.train(tiny_config(tmp_path, subset, {'train_steps': 3})).step == 3
