@@ -10,8 +10,6 @@ import sys
 import numpy as np
 import pytest
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBSET = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'data', 'cifar10-subset'))
 sys.path.insert(0, ROOT)

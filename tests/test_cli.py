@@ -177,3 +177,29 @@ def test_repeated_kill_9_loses_at_most_the_checkpoint_interval(subset, tmp_path)
         assert 0 <= logged - reached <= every, (logged, reached)
     config = tiny_config(log_root, subset, {'train_steps': 10000}, eval_once=True)
     assert evaluation.evaluate(config)['step'] == reached
+
+
+def test_the_benchmark_reports_a_mistake_in_one_line():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'scripts', 'benchmark.py'), '--hparams=resnet20x', '--steps=1'],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert_user_error(result, "--hparams: unknown preset 'resnet20x'")
+
+
+def test_help_is_quiet_and_no_failure():
+    """As a user's shell runs it: TF_CPP_MIN_LOG_LEVEL unset, so TensorFlow's start-up lines are silenced."""
+    environment = {key: value for key, value in os.environ.items() if key != 'TF_CPP_MIN_LOG_LEVEL'}
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'resnet_main.py'), '--help'],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '--log_root' in result.stdout
+    assert 'cuInit' not in result.stderr and 'oneDNN' not in result.stderr, result.stderr
