@@ -90,7 +90,7 @@ def report_dir(config):
 class Evaluator:
     """Evaluates a model on the configured split and reports to its folder: summaries and
     metrics.json, with the best precision of that split. Only the chief reports, and nothing is
-    written before the first report."""
+    written before the first report; from then on, to the end of `with`, it owns the folder."""
 
     def __init__(self, config, resnet, strategy):
         self.split = config.eval_split
@@ -98,16 +98,26 @@ class Evaluator:
         self.eval_pass = EvalPass(resnet, images, labels, config.eval_batch_size, strategy, config.jit_compile)
         self.class_names = config.class_names
         self.eval_dir = report_dir(config) if devices.is_chief(strategy) else None
-        self.writer = None
+        self.writer = self.owner = None
         self.best_precision = 0.0
         previous = os.path.join(report_dir(config), METRICS)
         if os.path.exists(previous):
             self.best_precision = run_folder.read_json(previous).get('best_precision', 0.0)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.writer:
+            self.writer.close()
+        if self.owner:
+            self.owner.__exit__(*exc)
+
     def _report(self, metrics, confusion):
         step = metrics['step']
-        if self.writer is None:
-            self.writer = tf.summary.create_file_writer(run_folder.make_dir(self.eval_dir, 'eval_dir'))
+        if self.writer is None:  # the first report: this process becomes the one writer of the folder
+            self.owner = run_folder.Ownership(self.eval_dir, 'eval', 'eval_dir')
+            self.writer = tf.summary.create_file_writer(self.owner.__enter__())
         with self.writer.as_default(step=step):
             tf.summary.scalar('Precision', metrics['precision'])
             tf.summary.scalar('Best Precision', metrics['best_precision'])
@@ -166,18 +176,19 @@ def evaluate(config, strategy=None):
         step = tf.Variable(0, dtype=tf.int64)
     saved_config = tf.Variable('')  # restored with the weights: the run's train_steps, however late it was raised
     checkpoint = tf.train.Checkpoint(model=model, step=step, run_config=saved_config)
-    evaluator = Evaluator(config, resnet, strategy)
+    paths = _checkpoints_to_evaluate(config)
     metrics = None
-    for path in run_folder.usable(_checkpoints_to_evaluate(config), 'evaluate', config):
-        try:
-            checkpoint.restore(path).expect_partial()
-        except tf.errors.NotFoundError:  # the trainer keeps keep_checkpoints: an old one may go before it is read
-            logging.warning('skipping %s: deleted by the trainer before it could be read', path)
-            continue
-        metrics = evaluator(int(step.numpy()), path)
-        train_steps = json.loads(saved_config.numpy())['hparams']['train_steps']
-        if config.eval_once or metrics['step'] >= train_steps:
-            return metrics
+    with Evaluator(config, resnet, strategy) as evaluator:
+        for path in run_folder.usable(paths, 'evaluate', config):
+            try:
+                checkpoint.restore(path).expect_partial()
+            except tf.errors.NotFoundError:  # the trainer keeps keep_checkpoints: an old one may go first
+                logging.warning('skipping %s: deleted by the trainer before it could be read', path)
+                continue
+            metrics = evaluator(int(step.numpy()), path)
+            train_steps = json.loads(saved_config.numpy())['hparams']['train_steps']
+            if config.eval_once or metrics['step'] >= train_steps:
+                return metrics
     if metrics is None and config.eval_once:
         raise run_folder.RunError(f'no readable checkpoint in {config.log_root}', 'log_root')
     if metrics is None:

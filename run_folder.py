@@ -7,6 +7,8 @@ which network they hold even without hparams.json.
 
 import json
 import os
+import socket
+import time
 
 import tensorflow as tf
 from absl import logging
@@ -15,6 +17,7 @@ import run_config
 from errors import UserError
 
 RUN_CONFIG = 'hparams.json'
+OWNER = 'owner.json'
 # The data settings that decide which images are training images, and in which order.
 TRAINING_IMAGES = ('data_source', 'train_data_path', 'validation_size', 'seed')
 CONFIG_KEY = 'run_config/.ATTRIBUTES/VARIABLE_VALUE'
@@ -22,6 +25,20 @@ CONFIG_KEY = 'run_config/.ATTRIBUTES/VARIABLE_VALUE'
 
 class RunError(UserError):
     """The run cannot go on as asked; the message says why and what to do."""
+
+
+class WriteError(RunError):
+    """A write into the run failed: a full disk, a quota, a read-only or vanished folder, an I/O error."""
+
+
+def write_failed(path, error, newest=None):
+    """The WriteError for `error` (an OSError or a TensorFlow OpError) while writing `path`;
+    `newest` names the newest complete checkpoint, which a run started again resumes from."""
+    reason = (getattr(error, 'strerror', None) or getattr(error, 'message', None) or str(error)).splitlines()[0]
+    resume = f'; the newest complete checkpoint is {newest}' if newest else ''
+    return WriteError(
+        f'cannot write {path}: {reason}{resume}; free space or fix the folder, then run the same command again'
+    )
 
 
 def write_json(path, values):
@@ -32,6 +49,8 @@ def write_json(path, values):
             json.dump(values, f, indent=2)
             f.write('\n')
         os.replace(tmp, path)
+    except OSError as e:
+        raise write_failed(path, e) from None
     finally:  # a failed or interrupted write leaves no partial file
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -165,3 +184,107 @@ def _check_same_training_images(path, config):
             'are training images; drop that setting, or use another log_root',
             mentions=[*changed, 'log_root'],
         )
+
+
+# ---------------------------------------------------------------------------
+# One writer per folder: the owner record.
+
+
+def _boot_id():
+    try:
+        with open('/proc/sys/kernel/random/boot_id') as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _process_start(pid):
+    """When process `pid` started, in clock ticks since boot (Linux), or None: with the boot id it
+    tells a live owner from a later process that was given the same id."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return int(f.read().rsplit(')', 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _still_running(record):
+    """Whether the recorded owner runs: True, False, or None when this host cannot tell (another host)."""
+    if record.get('host') != socket.gethostname():
+        return None
+    if record.get('boot_id') != _boot_id():
+        return False  # the machine restarted since
+    try:
+        os.kill(record['pid'], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process
+    start = _process_start(record['pid'])
+    return start is None or record.get('process_start') in (None, start)
+
+
+class Ownership:
+    """`with Ownership(folder, mode, key):` makes this process the one writer of `folder`, recorded
+    in FOLDER/owner.json (process id, host, start time, mode). A second writer is refused before
+    it writes anything; a record left by a process that is gone is taken over with a warning."""
+
+    def __init__(self, folder, mode, key):
+        self.folder, self.mode, self.key = folder, mode, key
+        self.path = os.path.join(folder, OWNER)
+
+    def __enter__(self):
+        make_dir(self.folder, self.key)
+        mine = {
+            'pid': os.getpid(),
+            'host': socket.gethostname(),
+            'started': time.strftime('%Y-%m-%d %H:%M:%S %Z'),
+            'mode': self.mode,
+            'boot_id': _boot_id(),
+            'process_start': _process_start(os.getpid()),
+        }
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._refuse_or_take_over()
+                continue
+            except OSError as e:
+                raise write_failed(self.path, e) from None
+            try:
+                with os.fdopen(fd, 'w') as f:
+                    json.dump(mine, f, indent=2)
+            except OSError as e:
+                os.remove(self.path)
+                raise write_failed(self.path, e) from None
+            return self.folder
+
+    def _refuse_or_take_over(self):
+        try:
+            record = read_json(self.path)
+        except (OSError, ValueError):  # being written this instant, or left half-written by a crash
+            if time.time() - os.path.getmtime(self.path) < 5:
+                time.sleep(0.2)
+                return
+            record = {'pid': '?', 'host': '?', 'started': '?', 'mode': '?'}
+            running = False
+        else:
+            running = _still_running(record)
+        owner = f'{record["mode"]} process {record["pid"]} on {record["host"]}, started {record["started"]}'
+        if running is False:
+            logging.warning('%s: taking it over from %s, which is no longer running', self.folder, owner)
+            os.remove(self.path)
+            return
+        unsure = f'; if that process is gone, remove {self.path}' if running is None else ''
+        raise RunError(
+            f'{self.folder} is in use by {owner}; wait for it to finish, or use another {self.key}{unsure}',
+            self.key,
+            [self.key],
+        )
+
+    def __exit__(self, *exc):
+        try:
+            if read_json(self.path).get('pid') == os.getpid():
+                os.remove(self.path)
+        except (OSError, ValueError):
+            pass  # gone with its folder, or taken over: nothing of ours to remove

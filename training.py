@@ -6,10 +6,11 @@ The loop in `train` reads top to bottom: set up or resume, then take a step; eve
 every N save a checkpoint; every N evaluate; stop when asked (SIGINT, SIGTERM) or done.
 """
 
-import atexit
 import collections
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import signal
 import sys
@@ -74,14 +75,12 @@ def weights_digest(model):
     return digest.hexdigest()[:16]
 
 
-def _checkpoint_dir(config, chief):
-    """log_root for the chief. The other workers save too (saving can take part in collectives),
-    into a folder of their own that they delete at exit."""
+def _writable_folder(config, chief, mode):
+    """A context giving the folder to save into: log_root, owned by this process, for the chief.
+    The other workers save too (saving can take part in collectives), into a temporary folder."""
     if chief:
-        return run_folder.make_dir(config.log_root, 'log_root')
-    folder = tempfile.mkdtemp(prefix='resnet-worker-')
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return folder
+        return run_folder.Ownership(config.log_root, mode, 'log_root')
+    return tempfile.TemporaryDirectory(prefix='resnet-worker-')
 
 
 def _check_finite(manager, model, step, cost):
@@ -96,7 +95,16 @@ def _check_finite(manager, model, step, cost):
 
 def _save(manager, model, step, cost):
     _check_finite(manager, model, step, cost)
-    path = manager.save(checkpoint_number=step)
+    try:
+        path = manager.save(checkpoint_number=step)
+    except (tf.errors.OpError, OSError) as e:  # a full disk, a quota, a vanished folder
+        for name in os.listdir(manager.directory):  # what this save began; the newest complete checkpoint stays
+            if name.startswith((f'ckpt-{step}.', f'ckpt-{step}_temp')):
+                shutil.rmtree(os.path.join(manager.directory, name), ignore_errors=True)
+                if os.path.exists(os.path.join(manager.directory, name)):
+                    os.remove(os.path.join(manager.directory, name))
+        newest = manager.latest_checkpoint or 'none'
+        raise run_folder.write_failed(os.path.join(manager.directory, f'ckpt-{step}'), e, newest) from None
     logging.info('saved %s', path)
     return path
 
@@ -109,7 +117,8 @@ def _image_summary(images):
 
 
 def _report(writer, step, hps, values, images_per_sec, images=None):
-    """The progress line and the training summaries; `images` (a batch) are drawn once."""
+    """The progress line and the training summaries; `images` (a batch) are drawn once. Returns the
+    writer to go on with: a no-op one once a write has failed."""
     remaining = (hps.train_steps - step) * hps.batch_size / images_per_sec
     logging.info(
         'step %d/%d: loss %.4f, precision %.4f, learning rate %.5f, %.1f images/sec, %s remaining',
@@ -121,13 +130,18 @@ def _report(writer, step, hps, values, images_per_sec, images=None):
         images_per_sec,
         time.strftime('%H:%M:%S', time.gmtime(max(0, remaining))),
     )
-    with writer.as_default(step=step):
-        for name, value in values.items():
-            tf.summary.scalar('Precision' if name == 'precision' else name, value)
-        tf.summary.scalar('images/sec', images_per_sec)
-        if images is not None:
-            tf.summary.image('images', _image_summary(images), max_outputs=4)
-    writer.flush()
+    try:
+        with writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar('Precision' if name == 'precision' else name, value)
+            tf.summary.scalar('images/sec', images_per_sec)
+            if images is not None:
+                tf.summary.image('images', _image_summary(images), max_outputs=4)
+        writer.flush()
+    except (tf.errors.OpError, OSError) as e:  # summaries can be made again; checkpoints cannot: go on
+        logging.warning('training summaries stop here: %s', run_folder.write_failed('the train folder', e).message)
+        return tf.summary.create_noop_writer()
+    return writer
 
 
 def train(config, strategy=None, evaluate=False):
@@ -146,86 +160,87 @@ def train(config, strategy=None, evaluate=False):
         )
     chief = devices.is_chief(strategy)
     images, labels = run_config.load_split(config, 'train')  # first: a mistake in the data leaves no folder
-    log_root = _checkpoint_dir(config, chief)
+    mode = 'train_and_eval' if evaluate else 'train'
+    with _writable_folder(config, chief, mode) as log_root, contextlib.ExitStack() as on_exit:
+        # The model, its optimizer and step, and the checkpoints that hold them with the run's configuration.
+        keras.utils.set_random_seed(config.data.seed)
+        resnet = resnet_model.ResNet(hps, sync_batch_norm=config.sync_batch_norm)
+        with strategy.scope():
+            model = resnet.build_model()
+        train_step = resnet.build_train_op(strategy, devices.check_xla(config.jit_compile, strategy))
+        saved_config = tf.Variable(json.dumps(config.to_json()))
+        checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=resnet.optimizer, step=resnet.global_step, run_config=saved_config
+        )
+        manager = tf.train.CheckpointManager(
+            checkpoint, log_root, max_to_keep=config.keep_checkpoints, checkpoint_name='ckpt'
+        )
+        sys.stdout.write(f'total_params: {resnet_model.count_params(model)}\n')
+        sys.stdout.flush()
 
-    # The model, its optimizer and step, and the checkpoints that hold them with the run's configuration.
-    keras.utils.set_random_seed(config.data.seed)
-    resnet = resnet_model.ResNet(hps, sync_batch_norm=config.sync_batch_norm)
-    with strategy.scope():
-        model = resnet.build_model()
-    train_step = resnet.build_train_op(strategy, devices.check_xla(config.jit_compile, strategy))
-    saved_config = tf.Variable(json.dumps(config.to_json()))
-    checkpoint = tf.train.Checkpoint(
-        model=model, optimizer=resnet.optimizer, step=resnet.global_step, run_config=saved_config
-    )
-    manager = tf.train.CheckpointManager(
-        checkpoint, log_root, max_to_keep=config.keep_checkpoints, checkpoint_name='ckpt'
-    )
-    sys.stdout.write(f'total_params: {resnet_model.count_params(model)}\n')
-    sys.stdout.flush()
+        # A fresh start, or a resume from the newest checkpoint.
+        resume_from = run_folder.resume_checkpoint(config)
+        if resume_from:
+            checkpoint.restore(resume_from).expect_partial().assert_existing_objects_matched()
+            saved_config.assign(json.dumps(config.to_json()))
+            logging.info('resumed from %s', resume_from)
+        step = int(resnet.global_step.numpy())
+        if step > hps.train_steps:
+            raise RunError(f'{hps.train_steps} is below step {step} of {resume_from}', 'train_steps')
+        if resume_from and step == hps.train_steps:
+            logging.info('%s is already complete at step %d; raise train_steps to train it further', log_root, step)
+            return TrainResult(step, None)
+        if chief:
+            run_folder.write_config(config)
+        evaluator = on_exit.enter_context(evaluation.Evaluator(config, resnet, strategy)) if evaluate else None
+        if chief:
+            writer = tf.summary.create_file_writer(run_folder.make_dir(config.train_dir, 'train_dir'))
+            on_exit.callback(writer.close)
+        else:
+            writer = tf.summary.create_noop_writer()
+        batches = iter(distributed_train_dataset(strategy, images, labels, hps, config.data.seed, step))
+        logging.info(
+            'training %s (preset %s) on %d %s images from step %d to %d',
+            resnet_model.network_name(hps),
+            config.preset,
+            int(labels.shape[0]),
+            config.dataset,
+            step,
+            hps.train_steps,
+        )
 
-    # A fresh start, or a resume from the newest checkpoint.
-    resume_from = run_folder.resume_checkpoint(config)
-    if resume_from:
-        checkpoint.restore(resume_from).expect_partial().assert_existing_objects_matched()
-        saved_config.assign(json.dumps(config.to_json()))
-        logging.info('resumed from %s', resume_from)
-    step = int(resnet.global_step.numpy())
-    if step > hps.train_steps:
-        raise RunError(f'{hps.train_steps} is below step {step} of {resume_from}', 'train_steps')
-    if resume_from and step == hps.train_steps:
-        logging.info('%s is already complete at step %d; raise train_steps to train it further', log_root, step)
+        saved_step = step if resume_from else None
+        metrics, images_drawn = None, False
+        interval_start, interval_step = time.time(), step  # images/sec counts training time only
+        with StopRequest() as stop:
+            while step < hps.train_steps and not stop.signal:
+                batch_images, batch_labels = next(batches)
+                metrics = train_step(batch_images, batch_labels)
+                step += 1
+                last = step == hps.train_steps
+
+                if step % config.summary_every_steps == 0 or last:
+                    values = {name: float(value) for name, value in metrics.items()}
+                    _check_finite(manager, model, step, values['cost'])
+                    images_per_sec = (step - interval_step) * hps.batch_size / (time.time() - interval_start)
+                    first_batch = None if images_drawn else strategy.experimental_local_results(batch_images)[0]
+                    writer = _report(writer, step, hps, values, images_per_sec, first_batch)
+                    images_drawn = True
+                    interval_start, interval_step = time.time(), step
+
+                evaluate_now = evaluator is not None and (step % config.eval_every_steps == 0 or last)
+                if step % config.checkpoint_every_steps == 0 or last or evaluate_now:
+                    paused = time.time()
+                    path = _save(manager, model, step, metrics['cost'])
+                    saved_step = step
+                    if evaluate_now:
+                        evaluator(step, path)
+                    interval_start += time.time() - paused
+
+            if stop.signal:
+                if metrics is not None and saved_step != step:
+                    _save(manager, model, step, metrics['cost'])
+                logging.info('stopped by %s at step %d; run the same command to resume', stop.signal, step)
+                return TrainResult(step, stop.signal)
+        logging.info('training done at step %d; weights digest %s', step, weights_digest(model))
         return TrainResult(step, None)
-    if chief:
-        run_folder.write_config(config)
-    evaluator = evaluation.Evaluator(config, resnet, strategy) if evaluate else None
-    if chief:
-        writer = tf.summary.create_file_writer(run_folder.make_dir(config.train_dir, 'train_dir'))
-    else:
-        writer = tf.summary.create_noop_writer()
-    batches = iter(distributed_train_dataset(strategy, images, labels, hps, config.data.seed, step))
-    logging.info(
-        'training %s (preset %s) on %d %s images from step %d to %d',
-        resnet_model.network_name(hps),
-        config.preset,
-        int(labels.shape[0]),
-        config.dataset,
-        step,
-        hps.train_steps,
-    )
-
-    saved_step = step if resume_from else None
-    metrics, images_drawn = None, False
-    interval_start, interval_step = time.time(), step  # images/sec counts training time only
-    with StopRequest() as stop:
-        while step < hps.train_steps and not stop.signal:
-            batch_images, batch_labels = next(batches)
-            metrics = train_step(batch_images, batch_labels)
-            step += 1
-            last = step == hps.train_steps
-
-            if step % config.summary_every_steps == 0 or last:
-                values = {name: float(value) for name, value in metrics.items()}
-                _check_finite(manager, model, step, values['cost'])
-                images_per_sec = (step - interval_step) * hps.batch_size / (time.time() - interval_start)
-                first_batch = None if images_drawn else strategy.experimental_local_results(batch_images)[0]
-                _report(writer, step, hps, values, images_per_sec, first_batch)
-                images_drawn = True
-                interval_start, interval_step = time.time(), step
-
-            evaluate_now = evaluator is not None and (step % config.eval_every_steps == 0 or last)
-            if step % config.checkpoint_every_steps == 0 or last or evaluate_now:
-                paused = time.time()
-                path = _save(manager, model, step, metrics['cost'])
-                saved_step = step
-                if evaluate_now:
-                    evaluator(step, path)
-                interval_start += time.time() - paused
-
-        if stop.signal:
-            if metrics is not None and saved_step != step:
-                _save(manager, model, step, metrics['cost'])
-            logging.info('stopped by %s at step %d; run the same command to resume', stop.signal, step)
-            return TrainResult(step, stop.signal)
-    logging.info('training done at step %d; weights digest %s', step, weights_digest(model))
-    return TrainResult(step, None)
