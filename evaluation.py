@@ -124,7 +124,7 @@ class Evaluator:
             tf.summary.scalar('loss', metrics['loss'])
             tf.summary.image('confusion_matrix', _confusion_image(confusion, self.class_names, step))
         self.writer.flush()
-        run_folder.write_json(os.path.join(self.eval_dir, METRICS), metrics)
+        run_folder.write_json(os.path.join(self.eval_dir, METRICS), metrics, newest=metrics['checkpoint'])
 
     def __call__(self, step, checkpoint):
         measured, confusion = self.eval_pass()

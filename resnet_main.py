@@ -41,7 +41,9 @@ flags.DEFINE_string('log_root', None, 'Directory of the run: checkpoints, hparam
 flags.DEFINE_string('train_dir', None, 'Training summaries (default LOG_ROOT/train).')
 flags.DEFINE_string('eval_dir', None, 'Eval summaries and metrics.json (default LOG_ROOT/eval).')
 flags.DEFINE_bool('eval_once', False, 'Evaluate the newest checkpoint once, then exit.')
-flags.DEFINE_integer('num_gpus', 0, 'GPUs to use: 0 (CPU), 1, or several (MirroredStrategy).', lower_bound=0)
+flags.DEFINE_integer(
+    'num_gpus', None, 'GPUs to use. Default: every visible one; 0: the CPU; several: MirroredStrategy.', lower_bound=0
+)
 # Added.
 flags.DEFINE_string(
     'data_dir',
@@ -83,7 +85,7 @@ flags.DEFINE_enum(
     'distribution_strategy',
     None,
     list(devices.STRATEGIES),
-    'tf.distribute strategy. Default: from --num_gpus (0: default, 1: one_device, more: mirrored).',
+    'tf.distribute strategy. Default: from the GPUs used (none: default, 1: one_device, more: mirrored).',
 )
 flags.DEFINE_string('tpu', None, 'TPU name or grpc:// address, with --distribution_strategy=tpu.')
 flags.DEFINE_bool('sync_batch_norm', False, 'Batch-norm statistics over the global batch, across replicas.')
@@ -171,6 +173,7 @@ def main(argv):
         return
     # First: a multi-worker strategy must exist before TensorFlow's runtime starts.
     strategy = devices.make_strategy(FLAGS.distribution_strategy, FLAGS.num_gpus, FLAGS.tpu)
+    logging.info('%s', devices.startup_line(strategy, FLAGS.dtype, flag_name))
     devices.check_xla(FLAGS.jit_compile, strategy)  # refused with several replicas before anything is written
     config = build_config()
     if FLAGS.mode == 'eval':

@@ -41,8 +41,9 @@ def write_failed(path, error, newest=None):
     )
 
 
-def write_json(path, values):
-    """Writes atomically, so a reader never sees half a file."""
+def write_json(path, values, newest=None):
+    """Writes atomically, so a reader never sees half a file; `newest` names the newest complete
+    checkpoint, for the error when the write fails."""
     tmp = f'{path}.tmp-{os.getpid()}'
     try:
         with open(tmp, 'w') as f:
@@ -50,7 +51,7 @@ def write_json(path, values):
             f.write('\n')
         os.replace(tmp, path)
     except OSError as e:
-        raise write_failed(path, e) from None
+        raise write_failed(path, e, newest) from None
     finally:  # a failed or interrupted write leaves no partial file
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -75,7 +76,8 @@ def read_config(log_root):
 
 
 def write_config(config):
-    write_json(os.path.join(config.log_root, RUN_CONFIG), config.to_json())
+    path = os.path.join(config.log_root, RUN_CONFIG)
+    write_json(path, config.to_json(), newest=tf.train.latest_checkpoint(config.log_root) or 'none')
 
 
 def make_dir(path, key):

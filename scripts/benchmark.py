@@ -7,6 +7,11 @@ Training runs the trainer's own input pipeline and compiled step (resnet_main.py
 special flags); each rate is timed after warm-up. The input pipeline is timed on its own, with
 full training augmentation, on the real files when --data_dir is given (or the shared CIFAR-10
 subset is beside the checkout), else on synthetic images.
+
+The report also describes the machine (devices.describe_machine): the CPU model, its AVX2, AVX-512,
+AVX512_BF16 and AMX flags, the instruction set oneDNN reports it dispatches to (one small convolution
+in a child process with ONEDNN_VERBOSE=1), TensorFlow's thread settings and the GPUs, so that rates
+from different machines are not compared as if they were one.
 """
 
 import json
@@ -109,7 +114,7 @@ def measure_train_and_eval(hps, strategy):
 def main(argv):
     del argv
     devices.configure_tensorflow(dtype=FLAGS.dtype)
-    strategy = devices.make_strategy()
+    strategy = devices.make_strategy()  # as a run with no device flags: every visible GPU, else the CPU
     overrides = run_config.parse_overrides(FLAGS.hparams_override)
     hps = run_config.override(run_config.load_preset(FLAGS.hparams), overrides, FLAGS.dataset)
     result = {
@@ -119,12 +124,15 @@ def main(argv):
         'dtype': FLAGS.dtype,
         'jit_compile': FLAGS.jit_compile,
         'TF_ENABLE_ONEDNN_OPTS': os.environ.get('TF_ENABLE_ONEDNN_OPTS'),  # unset: TensorFlow's own choice
+        'strategy': devices.strategy_devices(strategy)[0],
         'replicas': strategy.num_replicas_in_sync,
+        **devices.describe_machine(),
+        'onednn_isa': devices.onednn_isa(),  # before the timing, in a child process: the rates are not affected
     }
     result.update(measure_train_and_eval(hps, strategy))
     result.update(measure_input(hps))
     result['peak_memory_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    result.update({'steps': FLAGS.steps, 'tensorflow': tf.__version__, 'cpus': os.cpu_count()})
+    result.update({'steps': FLAGS.steps, 'tensorflow': tf.__version__})
     if FLAGS.json:
         print(json.dumps(result))
         return

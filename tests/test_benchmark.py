@@ -4,7 +4,10 @@ import platform
 import subprocess
 import sys
 
+import tensorflow as tf
 from conftest import ROOT, TINY_OVERRIDE
+
+ISA_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')
 
 
 def run_benchmark(subset, **env):
@@ -45,6 +48,47 @@ def test_benchmark_emits_every_field_and_trains_on_onednn_by_default(subset):
     if platform.machine().lower() in ('x86_64', 'amd64'):  # the default there: oneDNN's convolution kernels
         assert report['TF_ENABLE_ONEDNN_OPTS'] == '1'
         assert ',exec,cpu,convolution,' in output
+    assert_describes_this_machine(report)
+
+
+def _cpuinfo():
+    """The model name and flags of this machine's first CPU, read here, not with the code under test."""
+    model, flags = None, set()
+    if os.path.exists('/proc/cpuinfo'):
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                if key.strip() == 'model name' and model is None:
+                    model = value.strip()
+                if key.strip() == 'flags' and not flags:
+                    flags = set(value.split())
+    return model, flags
+
+
+def assert_describes_this_machine(report):
+    """The machine fields: the CPU model, its instruction sets as /proc/cpuinfo has them, oneDNN's
+    ISA, the thread settings and the GPUs."""
+    model, flags = _cpuinfo()
+    assert isinstance(report['cpu_model'], str) and report['cpu_model'].strip(), report['cpu_model']
+    if model:
+        assert report['cpu_model'] == model
+    for flag in ISA_FLAGS:
+        assert report[flag] is (flag in flags), flag
+    assert report['cpus'] == os.cpu_count()
+    for threads in ('intra_op_threads', 'inter_op_threads'):
+        assert isinstance(report[threads], int) and report[threads] >= 0, threads  # 0: TensorFlow's choice
+    gpus = tf.config.list_physical_devices('GPU')
+    assert len(report['gpus']) == len(gpus) and all(isinstance(name, str) and name for name in report['gpus'])
+    assert report['strategy'] == {0: 'default', 1: 'one_device'}.get(len(gpus), 'mirrored')
+    assert report['replicas'] == max(1, len(gpus))
+    if platform.machine().lower() in ('x86_64', 'amd64') and 'ONEDNN_MAX_CPU_ISA' not in os.environ:
+        isa = report['onednn_isa']  # as oneDNN words it, e.g. 'Intel AVX-512 with Intel DL Boost and bfloat16 support'
+        expected = (
+            'AMX' if 'amx_tile' in flags else 'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else ''
+        )
+        assert isinstance(isa, str) and expected in isa, isa
+        if {'avx512_bf16', 'amx_bf16'} & flags:
+            assert 'bfloat16' in isa, isa
 
 
 def test_the_user_can_turn_onednn_off(subset):
