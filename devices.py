@@ -134,7 +134,7 @@ def is_chief(strategy):
 
 # What the machine is: the start-up line and scripts/benchmark.py describe it the same way.
 CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')  # as /proc/cpuinfo names them
-BFLOAT16_FLAGS = {'amx_bf16': 'AMX_BF16', 'avx512_bf16': 'AVX512_BF16'}  # bfloat16 arithmetic, the faster first
+BFLOAT16_FEATURES = {'amx_bf16': 'AMX_BF16', 'avx512_bf16': 'AVX512_BF16'}  # bfloat16 arithmetic, the faster first
 
 
 def _count(n, thing):
@@ -192,7 +192,7 @@ def bfloat16_hint(machine, dtype, on_cpu, onednn=True, name=str):
     that name('dtype')=bfloat16 trains faster there; else None."""
     if dtype != 'float32' or not on_cpu or not onednn:
         return None
-    feature = next((label for flag, label in BFLOAT16_FLAGS.items() if machine.get(flag)), None)
+    feature = next((label for flag, label in BFLOAT16_FEATURES.items() if machine.get(flag)), None)
     return feature and f'this CPU has {feature}: {name("dtype")}=bfloat16 trains faster (README, Performance)'
 
 
