@@ -98,11 +98,15 @@ def _save(manager, model, step, cost):
     try:
         path = manager.save(checkpoint_number=step)
     except (tf.errors.OpError, OSError) as e:  # a full disk, a quota, a vanished folder
-        for name in os.listdir(manager.directory):  # what this save began; the newest complete checkpoint stays
-            if name.startswith((f'ckpt-{step}.', f'ckpt-{step}_temp')):
-                shutil.rmtree(os.path.join(manager.directory, name), ignore_errors=True)
-                if os.path.exists(os.path.join(manager.directory, name)):
-                    os.remove(os.path.join(manager.directory, name))
+        begun = os.listdir(manager.directory) if os.path.isdir(manager.directory) else []  # a vanished folder
+        for name in begun:  # what this save began; the newest complete checkpoint stays
+            path = os.path.join(manager.directory, name)
+            if not name.startswith((f'ckpt-{step}.', f'ckpt-{step}_temp')):
+                continue
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
         newest = manager.latest_checkpoint or 'none'
         raise run_folder.write_failed(os.path.join(manager.directory, f'ckpt-{step}'), e, newest) from None
     logging.info('saved %s', path)
