@@ -250,14 +250,28 @@ def augment(image, seed):
     return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
 
 
-def train_dataset(images, labels, batch_size, seed=0, start_step=0, num_shards=1, shard=0, replica_batch_size=None):
+def cut_out(image, side, seed):
+    """`image` with a side x side square zeroed at a random place inside it (DeVries and Taylor,
+    2017). On a standardized image, zero is the image's mean."""
+    corner = tf.random.stateless_uniform([2], seed, 0, IMAGE_SIZE - side + 1, dtype=tf.int32)
+    pixels = tf.range(IMAGE_SIZE)
+    rows = (pixels >= corner[0]) & (pixels < corner[0] + side)
+    columns = (pixels >= corner[1]) & (pixels < corner[1] + side)
+    square = rows[:, tf.newaxis, tf.newaxis] & columns[tf.newaxis, :, tf.newaxis]
+    return tf.where(square, tf.zeros_like(image), image)
+
+
+def train_dataset(
+    images, labels, batch_size, seed=0, start_step=0, num_shards=1, shard=0, replica_batch_size=None, cutout=0
+):
     """Endless augmented batches, reshuffled every epoch, starting at global batch `start_step`.
 
     Example position p of the run is record index_shuffle(p mod N) of epoch p div N, augmented
-    with the seed (seed, p): the same seed and step always give the same global batch, on any
-    number of devices. With several input pipelines (hosts), pipeline `shard` of `num_shards`
-    reads its slice of each global batch, cut into batches of `replica_batch_size` for its
-    replicas, which tf.distribute hands out in order.
+    with the seed (seed, p), then cut out (`cutout` > 0) with a seed folded from it: the same
+    seed and step always give the same global batch, on any number of devices. With several
+    input pipelines (hosts), pipeline `shard` of `num_shards` reads its slice of each global
+    batch, cut into batches of `replica_batch_size` for its replicas, which tf.distribute hands
+    out in order.
     """
     num_examples = int(labels.shape[0])
     seed = tf.constant(seed, tf.int64)
@@ -266,8 +280,11 @@ def train_dataset(images, labels, batch_size, seed=0, start_step=0, num_shards=1
     def example(position):
         epoch, index = position // num_examples, position % num_examples
         record = tf.random.experimental.index_shuffle(index, seed=tf.stack([seed, epoch]), max_index=num_examples - 1)
-        image = augment(tf.gather(images, record), seed=tf.stack([seed, position]))
-        return standardize(image), tf.gather(labels, record)
+        example_seed = tf.stack([seed, position])
+        image = standardize(augment(tf.gather(images, record), seed=example_seed))
+        if cutout:
+            image = cut_out(image, cutout, tf.random.experimental.stateless_fold_in(example_seed, 1))
+        return image, tf.gather(labels, record)
 
     def shard_positions(step):
         return step * batch_size + shard * shard_size + tf.range(shard_size, dtype=tf.int64)

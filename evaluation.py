@@ -1,9 +1,11 @@
 """Evaluation: a pass over a whole split, its report (summaries, metrics.json), and the watcher
 that evaluates a run's checkpoints as they appear. Training uses the same report."""
 
+import csv
 import io
 import json
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -11,11 +13,14 @@ from absl import logging
 
 import cifar_input
 import devices
+import recipe
 import resnet_model
 import run_config
 import run_folder
 
 METRICS = 'metrics.json'
+HISTORY = 'history.csv'  # a row per eval, for selecting and plotting without TensorBoard
+HISTORY_FIELDS = ('step', 'split', 'precision', 'loss', 'checkpoint', 'time')
 
 
 class EvalPass:
@@ -81,6 +86,33 @@ def _confusion_image(confusion, class_names, step):
     return tf.image.decode_png(png.getvalue())[tf.newaxis]
 
 
+def append_history(folder, metrics):
+    """Appends the eval's row to FOLDER/history.csv (a header first, if the file is new); `time` is UTC."""
+    path = os.path.join(folder, HISTORY)
+    row = {name: metrics.get(name) for name in HISTORY_FIELDS}
+    row.update(precision=f'{metrics["precision"]:.6f}', loss=f'{metrics["loss"]:.6f}')
+    row['time'] = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+    try:
+        is_new = not os.path.exists(path)
+        with open(path, 'a', newline='') as f:
+            writer = csv.DictWriter(f, HISTORY_FIELDS)
+            if is_new:
+                writer.writeheader()
+            writer.writerow(row)  # one write of a short line: a crash leaves whole rows
+    except OSError as e:
+        raise run_folder.write_failed(path, e, metrics['checkpoint']) from None
+
+
+def read_history(folder):
+    """The rows of FOLDER/history.csv, with step as an int and precision and loss as floats."""
+    with open(os.path.join(folder, HISTORY), newline='') as f:
+        rows = list(csv.DictReader(f))
+    return [
+        {**row, 'step': int(row['step']), 'precision': float(row['precision']), 'loss': float(row['loss'])}
+        for row in rows
+    ]
+
+
 def report_dir(config):
     """Where the eval split's summaries and metrics.json go: EVAL_DIR for the test split,
     EVAL_DIR/validation for the validation split, so the two never overwrite each other."""
@@ -125,6 +157,7 @@ class Evaluator:
             tf.summary.image('confusion_matrix', _confusion_image(confusion, self.class_names, step))
         self.writer.flush()
         run_folder.write_json(os.path.join(self.eval_dir, METRICS), metrics, newest=metrics['checkpoint'])
+        append_history(self.eval_dir, metrics)
 
     def __call__(self, step, checkpoint):
         measured, confusion = self.eval_pass()
@@ -175,13 +208,12 @@ def evaluate(config, strategy=None):
         model = resnet.build_model()
         step = tf.Variable(0, dtype=tf.int64)
     saved_config = tf.Variable('')  # restored with the weights: the run's train_steps, however late it was raised
-    checkpoint = tf.train.Checkpoint(model=model, step=step, run_config=saved_config)
     paths = _checkpoints_to_evaluate(config)
     metrics = None
     with Evaluator(config, resnet, strategy) as evaluator:
         for path in run_folder.usable(paths, 'evaluate', config):
             try:
-                checkpoint.restore(path).expect_partial()
+                recipe.restore_for_inference(path, model, step=step, run_config=saved_config)
             except tf.errors.NotFoundError:  # the trainer keeps keep_checkpoints: an old one may go first
                 logging.warning('skipping %s: deleted by the trainer before it could be read', path)
                 continue
@@ -200,3 +232,19 @@ def evaluate(config, strategy=None):
         )
     logging.info('no new checkpoint for %d s; stopping', config.eval_timeout_secs)
     return metrics
+
+
+def measure(config, checkpoint, split='test', strategy=None):
+    """Precision and loss of one checkpoint on a whole split, reported nowhere: for comparing
+    checkpoints and settings (flip_tta) after training, as scripts/sweep.py does."""
+    problem = run_folder.checkpoint_problem(checkpoint, config)
+    if problem:
+        raise run_folder.RunError(problem, 'checkpoint')
+    strategy = strategy or tf.distribute.get_strategy()
+    resnet = resnet_model.ResNet(config.hparams)
+    with strategy.scope():
+        model = resnet.build_model()
+    recipe.restore_for_inference(checkpoint, model)
+    images, labels = run_config.load_split(config, split)
+    measured, _ = EvalPass(resnet, images, labels, config.eval_batch_size, strategy, config.jit_compile)()
+    return measured

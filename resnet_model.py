@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import recipe
+from batch_norm import FusedBatchNormalization
 from errors import UserError
 
 HParams = collections.namedtuple(
@@ -28,7 +30,7 @@ HParams = collections.namedtuple(
         'use_bottleneck',
         'weight_decay_rate',  # times the L2 loss of conv and dense kernels
         'relu_leakiness',
-        'optimizer',  # 'mom' or 'sgd'
+        'optimizer',  # 'mom', 'sgd' or 'nesterov'
         # What the loop needs.
         'filters',  # [stem, stage 1, stage 2, stage 3] output widths
         'lr_boundaries',  # steps at which the learning rate is divided by 10
@@ -37,6 +39,12 @@ HParams = collections.namedtuple(
         'bn_decay',  # batch-norm moving-average decay
         'bn_epsilon',
         'warmup_steps',  # linear warm-up from 0 to lrn_rate; 0 turns it off
+        # Newer recipes (recipe.py); the defaults are the 2016 recipe.
+        'lr_schedule',  # 'piecewise' (lr_boundaries) or 'cosine' (to min_lrn_rate at train_steps)
+        'label_smoothing',  # share of each target spread over all classes
+        'ema_decay',  # average of the weights used by eval, predict and export; 0: off
+        'cutout',  # side of a square zeroed in each training image; 0: off
+        'flip_tta',  # eval, predict and export average the logits of each image and its mirror
     ],
 )
 
@@ -57,6 +65,11 @@ DEFAULT_HPARAMS = HParams(
     bn_decay=0.9,
     bn_epsilon=0.001,
     warmup_steps=0,
+    lr_schedule='piecewise',
+    label_smoothing=0.0,
+    ema_decay=0.0,
+    cutout=0,
+    flip_tta=False,
 )
 
 # Fields that decide the variables: a checkpoint only fits a model that agrees on all of them.
@@ -101,7 +114,7 @@ def validate(hps):
     _check(hps.num_residual_units > 0, 'num_residual_units', 'a positive integer', hps.num_residual_units)
     _check(hps.weight_decay_rate >= 0, 'weight_decay_rate', 'a number >= 0', hps.weight_decay_rate)
     _check(0 <= hps.relu_leakiness < 1, 'relu_leakiness', 'a number in [0, 1)', hps.relu_leakiness)
-    _check(hps.optimizer in ('mom', 'sgd'), 'optimizer', "'mom' or 'sgd'", hps.optimizer)
+    _check(hps.optimizer in ('mom', 'sgd', 'nesterov'), 'optimizer', "'mom', 'sgd' or 'nesterov'", hps.optimizer)
     _check(len(hps.filters) == 4 and all(f > 0 for f in hps.filters), 'filters', 'four positive widths', hps.filters)
     if hps.use_bottleneck:
         _check(
@@ -122,6 +135,12 @@ def validate(hps):
     _check(0 < hps.bn_decay < 1, 'bn_decay', 'a number in (0, 1)', hps.bn_decay)
     _check(hps.bn_epsilon > 0, 'bn_epsilon', 'a positive number', hps.bn_epsilon)
     _check(hps.warmup_steps >= 0, 'warmup_steps', 'an integer >= 0', hps.warmup_steps)
+    _check(hps.lr_schedule in ('piecewise', 'cosine'), 'lr_schedule', "'piecewise' or 'cosine'", hps.lr_schedule)
+    if hps.lr_schedule == 'cosine':
+        _check(hps.warmup_steps < hps.train_steps, 'warmup_steps', 'fewer than train_steps', hps.warmup_steps)
+    _check(0 <= hps.label_smoothing < 1, 'label_smoothing', 'a number in [0, 1)', hps.label_smoothing)
+    _check(0 <= hps.ema_decay < 1, 'ema_decay', 'a number in [0, 1); 0 turns it off', hps.ema_decay)
+    _check(0 <= hps.cutout < 32, 'cutout', 'a side in pixels in [0, 32); 0 turns it off', hps.cutout)
     return hps
 
 
@@ -151,36 +170,6 @@ def network_name(hps):
 # The network, as in the original: pre-activation units, shared BN + ReLU before the first unit.
 
 
-class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """Keras batch norm computed by TensorFlow's fused kernel: one op instead of about ten.
-
-    Keras 3 normalizes with separate moments, subtract, multiply and add ops; the fused kernel
-    makes a ResNet-32 training step about 20% faster on the CPU. Same variables, same moving
-    averages (of the biased batch variance, as Keras and the original), same output.
-    """
-
-    def add_weight(self, *args, **kwargs):
-        """Moving averages aggregate by mean across replicas. Keras creates them without, and
-        every replica then keeps its own, of which the checkpoint holds the first replica's."""
-        if not kwargs.get('trainable', True):
-            kwargs['aggregation'] = 'mean'
-        return super().add_weight(*args, **kwargs)
-
-    def call(self, inputs, training=False):
-        fused = dict(scale=self.gamma, offset=self.beta, epsilon=self.epsilon, data_format='NHWC')
-        if not training:
-            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                inputs, mean=self.moving_mean, variance=self.moving_variance, is_training=False, **fused
-            )
-            return outputs
-        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(inputs, is_training=True, **fused)
-        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), variance.dtype)
-        variance *= (count - 1.0) / count  # the kernel returns the Bessel-corrected variance
-        self.moving_mean.assign(self.momentum * self.moving_mean + (1.0 - self.momentum) * mean)
-        self.moving_variance.assign(self.momentum * self.moving_variance + (1.0 - self.momentum) * variance)
-        return outputs
-
-
 def _conv(filters, kernel_size, strides, name):
     """Conv without bias, initialized normal with stddev sqrt(2 / (k * k * out)) as the original."""
     return keras.layers.Conv2D(
@@ -206,6 +195,7 @@ class ResNet:
         self.hps = hps
         self.sync_batch_norm = sync_batch_norm  # batch statistics over the global batch, not each replica's
         self.model = None
+        self.averaged_model = None  # with ema_decay: the weight average that eval uses
         self.optimizer = None
         self.global_step = None
 
@@ -255,8 +245,8 @@ class ResNet:
             shortcut = _conv(out_filter, 1, stride, name + '_project')(shortcut)
         return keras.layers.Add(name=name + '_add')([x, shortcut])
 
-    def build_model(self):
-        """The Keras model: standardized 32x32x3 images in, logits out."""
+    def _network(self):
+        """A new Keras model: standardized 32x32x3 images in, logits out."""
         hps = self.hps
         # Keras walks the functional graph recursively: ResNet-1001 is deeper than Python's default limit.
         sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000 + 60 * 3 * hps.num_residual_units))
@@ -280,20 +270,14 @@ class ResNet:
             dtype='float32',  # logits, softmax and loss in float32 under mixed precision
             name='logits',
         )(x)
-        self.model = keras.Model(images, logits, name='resnet')
+        return keras.Model(images, logits, name='resnet')
+
+    def build_model(self):
+        """The Keras model that trains: standardized 32x32x3 images in, logits out."""
+        self.model = self._network()
         return self.model
 
     # -- training ----------------------------------------------------------
-
-    def learning_rate(self, step):
-        """0.1, divided by 10 at each boundary, never below min_lrn_rate; linear warm-up first."""
-        hps = self.hps
-        step = tf.cast(step, tf.float32)
-        divisions = tf.reduce_sum(tf.cast(step >= tf.constant(hps.lr_boundaries, tf.float32), tf.float32))
-        lr = tf.maximum(hps.lrn_rate * tf.pow(0.1, divisions), hps.min_lrn_rate)
-        if hps.warmup_steps:
-            lr *= tf.minimum(1.0, (step + 1.0) / hps.warmup_steps)
-        return lr
 
     def _kernels(self):
         """Conv and dense kernels: what weight decay applies to (not biases, not batch norm)."""
@@ -302,25 +286,28 @@ class ResNet:
         ]
 
     def losses(self, logits, labels):
-        """Mean softmax cross-entropy on the logits, and the weight-decay term."""
-        xent = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        """Mean softmax cross-entropy on the logits (label-smoothed if asked), and the weight-decay term."""
+        xent = recipe.cross_entropy(logits, labels, self.hps.label_smoothing)
         weight_decay = self.hps.weight_decay_rate * tf.add_n([tf.nn.l2_loss(k) for k in self._kernels()])
         return xent, weight_decay
 
     def build_train_op(self, strategy=None, jit_compile=False):
-        """Creates the optimizer and the step counter, and returns the compiled training step: a
-        batch (images, int labels) in, the scalars cost, xent, weight_decay, precision and
-        learning_rate out. Under mixed_float16 the optimizer scales the loss, so small gradients survive.
+        """Creates the optimizer, the step counter and, with ema_decay, the averaged model, and
+        returns the compiled training step: a batch (images, int labels) in, the scalars cost,
+        xent, weight_decay, precision and learning_rate out. Under mixed_float16 the optimizer
+        scales the loss, so small gradients survive.
         """
         hps, strategy = self.hps, strategy or tf.distribute.get_strategy()
         with strategy.scope():
             model = self.model if self.model is not None else self.build_model()
-            momentum = hps.momentum if hps.optimizer == 'mom' else 0.0
-            optimizer = keras.optimizers.SGD(learning_rate=hps.lrn_rate, momentum=momentum)
+            optimizer = recipe.make_optimizer(hps)
             if keras.mixed_precision.global_policy().name == 'mixed_float16':
                 optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
             optimizer.build(model.trainable_variables)
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
+            if hps.ema_decay:
+                self.averaged_model = self._network()
+                self.averaged_model.set_weights(model.get_weights())
         self.optimizer = optimizer
 
         @tf.function(jit_compile=jit_compile)
@@ -344,12 +331,14 @@ class ResNet:
 
         @tf.function
         def train_step(images, labels):
-            lr = self.learning_rate(self.global_step)
+            lr = recipe.learning_rate(hps, self.global_step)
             optimizer.learning_rate.assign(lr)
             results = strategy.run(replica_step, args=(images, labels))
             xent = strategy.reduce('SUM', results['xent'], axis=None)
             weight_decay = strategy.reduce('MEAN', results['weight_decay'], axis=None)
             correct, count = (strategy.reduce('SUM', results[name], axis=None) for name in ('correct', 'count'))
+            if self.averaged_model is not None:
+                recipe.update_average(self.averaged_model, model, hps.ema_decay, self.global_step)
             self.global_step.assign_add(1)
             return {
                 'cost': xent + weight_decay,
@@ -362,18 +351,20 @@ class ResNet:
         return train_step
 
     def build_eval_op(self, strategy=None, jit_compile=False):
-        """Returns the compiled eval step. For a batch of any size it gives the summed loss, the
-        count of right predictions, the count of images, and the confusion matrix (rows: true
-        labels, columns: predictions)."""
+        """Returns the compiled eval step of the model eval uses (the averaged one, with
+        ema_decay). For a batch of any size it gives the summed loss, the count of right
+        predictions, the count of images, and the confusion matrix (rows: true labels, columns:
+        predictions)."""
         strategy = strategy or tf.distribute.get_strategy()
         if self.model is None:
             with strategy.scope():
                 self.build_model()
-        model = self.model
+        model = self.averaged_model if self.averaged_model is not None else self.model
+        flip_tta = self.hps.flip_tta
 
         @tf.function(jit_compile=jit_compile)
         def replica_eval(images, labels):
-            logits = model(images, training=False)
+            logits = recipe.inference_logits(model, images, flip_tta)
             xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
             predictions = tf.argmax(logits, axis=1, output_type=labels.dtype)
             return {

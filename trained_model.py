@@ -12,6 +12,7 @@ import tensorflow as tf
 from absl import logging
 
 import cifar_input
+import recipe
 import resnet_model
 import run_folder
 from run_folder import RunError
@@ -36,7 +37,7 @@ def load(log_root=None, checkpoint=None):
             raise RunError(f'no readable checkpoint in {log_root}', 'log_root')
     config = run_folder.checkpoint_config(path)
     model = resnet_model.ResNet(config.hparams).build_model()
-    tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+    recipe.restore_for_inference(path, model).assert_existing_objects_matched()
     logging.info('using %s', path)
     return model, config
 
@@ -51,7 +52,7 @@ def predict(image_paths, log_root=None, checkpoint=None, batch_size=100):
     images = tf.stack([image for _, image, _ in examples])
     probabilities = tf.concat(
         [
-            tf.nn.softmax(model(cifar_input.standardize(batch), training=False))
+            tf.nn.softmax(recipe.inference_logits(model, cifar_input.standardize(batch), config.hparams.flip_tta))
             for batch in tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
         ],
         axis=0,
@@ -93,9 +94,11 @@ def export(export_dir, log_root=None, checkpoint=None):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')])
     def serve(images):
-        """Resized to 32x32 as predict does, the trainer's eval preprocessing, the network, a softmax."""
+        """Resized to 32x32 as predict does, the trainer's eval preprocessing, the network (with
+        flip_tta, averaged with the mirror image's logits), a softmax."""
         images = tf.cond(tf.reduce_all(tf.shape(images)[1:3] == 32), lambda: images, lambda: cifar_input.resize(images))
-        probabilities = tf.nn.softmax(model(cifar_input.standardize(images), training=False))
+        logits = recipe.inference_logits(model, cifar_input.standardize(images), config.hparams.flip_tta)
+        probabilities = tf.nn.softmax(logits)
         class_ids = tf.argmax(probabilities, axis=1, output_type=tf.int32)
         return {
             'probabilities': probabilities,

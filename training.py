@@ -25,6 +25,7 @@ from absl import logging
 import cifar_input
 import devices
 import evaluation
+import recipe
 import resnet_model
 import run_config
 import run_folder
@@ -62,6 +63,7 @@ def distributed_train_dataset(strategy, images, labels, hps, seed, start_step):
             num_shards=context.num_input_pipelines,
             shard=context.input_pipeline_id,
             replica_batch_size=context.get_per_replica_batch_size(hps.batch_size),
+            cutout=hps.cutout,
         )
 
     return strategy.distribute_datasets_from_function(dataset_fn)
@@ -111,6 +113,18 @@ def _save(manager, model, step, cost):
         raise run_folder.write_failed(os.path.join(manager.directory, f'ckpt-{step}'), e, newest) from None
     logging.info('saved %s', path)
     return path
+
+
+def _check_average(path, hps):
+    """A weight average cannot start halfway: it would not be the average of the run."""
+    saved = {name.split('/')[0] for name, _ in tf.train.list_variables(path)}
+    if hps.ema_decay and recipe.AVERAGED_MODEL not in saved:
+        raise RunError(
+            f'cannot resume with ema_decay={hps.ema_decay}: {path} was trained without a weight average; '
+            'keep ema_decay=0 for this run, or start a new one in another log_root',
+            'ema_decay',
+            ['log_root'],
+        )
 
 
 def _image_summary(images):
@@ -176,6 +190,8 @@ def train(config, strategy=None, evaluate=False):
         checkpoint = tf.train.Checkpoint(
             model=model, optimizer=resnet.optimizer, step=resnet.global_step, run_config=saved_config
         )
+        if resnet.averaged_model is not None:
+            checkpoint.averaged_model = resnet.averaged_model
         manager = tf.train.CheckpointManager(
             checkpoint, log_root, max_to_keep=config.keep_checkpoints, checkpoint_name='ckpt'
         )
@@ -185,6 +201,7 @@ def train(config, strategy=None, evaluate=False):
         # A fresh start, or a resume from the newest checkpoint.
         resume_from = run_folder.resume_checkpoint(config)
         if resume_from:
+            _check_average(resume_from, hps)
             checkpoint.restore(resume_from).expect_partial().assert_existing_objects_matched()
             saved_config.assign(json.dumps(config.to_json()))
             logging.info('resumed from %s', resume_from)
