@@ -23,6 +23,16 @@ import run_config  # noqa: E402
 # A ResNet-8 (one unit per stage): the real code paths at a fraction of ResNet-32's cost.
 TINY = {'num_residual_units': 1, 'batch_size': 32}
 TINY_OVERRIDE = ','.join(f'{key}={value}' for key, value in TINY.items())
+# Every switch of the newer recipes on, in a few steps.
+ALL_SWITCHES = {
+    'lr_schedule': 'cosine',
+    'warmup_steps': 2,
+    'label_smoothing': 0.1,
+    'optimizer': 'nesterov',
+    'ema_decay': 0.9,
+    'cutout': 8,
+    'flip_tta': True,
+}
 
 
 @pytest.fixture(scope='session')

@@ -71,6 +71,13 @@ def test_train_and_eval_writes_metrics(subset, tmp_path, caplog):
     metrics = json.load(open(tmp_path / 'eval' / 'validation' / 'metrics.json'))
     assert metrics['num_examples'] == 100 and metrics['step'] == 4 and metrics['split'] == 'validation'
     assert '(100 validation images)' in caplog.text
+    history = evaluation.read_history(tmp_path / 'eval' / 'validation')
+    assert [(row['step'], row['split']) for row in history] == [(2, 'validation'), (4, 'validation')]
+    assert history[-1]['precision'] == pytest.approx(metrics['precision'], abs=1e-6)
+    assert history[-1]['loss'] == pytest.approx(metrics['loss'], abs=1e-6)
+    assert history[-1]['checkpoint'] == metrics['checkpoint'] and history[0]['checkpoint'].endswith('ckpt-2')
+    assert all(row['time'].endswith('Z') for row in history)
+    assert not (tmp_path / 'eval' / 'history.csv').exists()
 
 
 def test_each_split_keeps_its_own_best_and_metrics(trained, tmp_path):

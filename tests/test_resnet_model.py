@@ -5,6 +5,7 @@ import tensorflow as tf
 from conftest import tiny_hparams
 
 import cifar_input
+import recipe
 import resnet_model
 import run_config
 from resnet_model import HParamsError
@@ -27,11 +28,11 @@ def test_defaults_are_the_originals():
 
 
 def test_learning_rate_schedule():
-    resnet = resnet_model.ResNet(tiny_hparams(lr_boundaries=[10, 20, 30], min_lrn_rate=0.0005))
-    rates = [float(resnet.learning_rate(s)) for s in (0, 9, 10, 19, 20, 29, 30, 1000)]
+    hps = tiny_hparams(lr_boundaries=[10, 20, 30], min_lrn_rate=0.0005)
+    rates = [float(recipe.learning_rate(hps, s)) for s in (0, 9, 10, 19, 20, 29, 30, 1000)]
     np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.0005, 0.0005], rtol=1e-5)
-    warm = resnet_model.ResNet(tiny_hparams(warmup_steps=4))
-    np.testing.assert_allclose([float(warm.learning_rate(s)) for s in (0, 3, 4)], [0.025, 0.1, 0.1], rtol=1e-5)
+    warm = tiny_hparams(warmup_steps=4)
+    np.testing.assert_allclose([float(recipe.learning_rate(warm, s)) for s in (0, 3, 4)], [0.025, 0.1, 0.1], rtol=1e-5)
 
 
 def _batch(size, num_classes=10, seed=0):
@@ -126,6 +127,14 @@ def test_fixed_batch_of_real_images_is_overfit(subset):
         ({'filters': [16, 16, 32]}, 'filters'),
         ({'train_steps': 1.5}, 'train_steps'),
         ({'use_bottleneck': True, 'filters': [16, 16, 32, 66]}, 'filters'),
+        ({'lr_schedule': 'linear'}, 'lr_schedule'),
+        ({'lr_schedule': 'cosine', 'warmup_steps': 100, 'train_steps': 100}, 'warmup_steps'),
+        ({'label_smoothing': 1.0}, 'label_smoothing'),
+        ({'ema_decay': -0.1}, 'ema_decay'),
+        ({'ema_decay': 1}, 'ema_decay'),
+        ({'cutout': 32}, 'cutout'),
+        ({'cutout': -1}, 'cutout'),
+        ({'flip_tta': 'yes'}, 'flip_tta'),
     ],
 )
 def test_bad_hparams_are_refused_naming_the_key(values, key):

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import as_flags, tiny_config
+from conftest import ALL_SWITCHES, as_flags, tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import cifar_input
@@ -35,7 +35,7 @@ def weights(path):
     return {
         name: reader.get_tensor(name)
         for name in reader.get_variable_to_shape_map()
-        if name.startswith(('model/', 'optimizer/'))
+        if name.startswith(('model/', 'optimizer/', 'averaged_model/'))
     }
 
 
@@ -79,15 +79,26 @@ def test_default_preset_trains_on_synthetic_data(tmp_path, capfd):
     assert os.path.exists(tmp_path / 'ckpt-2.index')
 
 
-def test_resume_is_exact(subset, tmp_path):
-    """8 steps in one go, or 4, a stop, and 4 more: the same weights, bit for bit."""
-    one_go = tiny_config(tmp_path / 'one_go', subset, {'train_steps': 8}, seed=3)
-    resumed = tiny_config(tmp_path / 'resumed', subset, {'train_steps': 4}, seed=3)
+@pytest.mark.parametrize('switches', [{}, ALL_SWITCHES], ids=['2016 recipe', 'every recipe switch'])
+def test_resume_is_exact(subset, tmp_path, monkeypatch, switches):
+    """8 steps in one go, or 4, Ctrl-C, and the same call again: the same weights (and weight
+    average), bit for bit. The schedule is the 8-step one throughout, as cosine needs."""
+    one_go = tiny_config(tmp_path / 'one_go', subset, {**switches, 'train_steps': 8}, seed=3)
+    resumed = tiny_config(tmp_path / 'resumed', subset, {**switches, 'train_steps': 8}, seed=3, summary_every_steps=4)
     training.train(one_go)
-    training.train(resumed)
-    training.train(with_steps(resumed, 8))
+    report = training._report
+
+    def interrupt_at_the_first_report(*args):
+        os.kill(os.getpid(), signal.SIGINT)
+        return report(*args)
+
+    monkeypatch.setattr(training, '_report', interrupt_at_the_first_report)
+    assert training.train(resumed) == (4, 'SIGINT')
+    monkeypatch.setattr(training, '_report', report)
+    assert training.train(resumed) == (8, None)
     expected, actual = weights(tmp_path / 'one_go' / 'ckpt-8'), weights(tmp_path / 'resumed' / 'ckpt-8')
     assert expected.keys() == actual.keys() and len(expected) > 40
+    assert any(name.startswith('averaged_model/') for name in expected) == bool(switches)
     for name in expected:
         np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
 
