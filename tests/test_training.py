@@ -153,7 +153,7 @@ def test_another_network_without_hparams_json_is_refused(short_run, copy_run, su
         ('lrn_rate=0', ['lrn_rate', 'positive']),
         ('num_residual_units=0', ['num_residual_units', 'positive']),
         ('batch_size=0', ['batch_size', 'positive']),
-        ('optimizer=adam', ['optimizer', "'mom' or 'sgd'"]),
+        ('optimizer=adam', ['optimizer', "'mom', 'sgd' or 'nesterov'"]),
         ('train_steps=ten', ['train_steps', 'an integer']),
     ],
 )
