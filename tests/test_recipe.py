@@ -141,9 +141,11 @@ def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror():
 
 @pytest.fixture(scope='module')
 def switched_run(subset, tmp_path_factory):
-    """A tiny run with every switch on, trained 4 steps."""
-    config = tiny_config(tmp_path_factory.mktemp('switched'), subset, {**ALL_SWITCHES, 'train_steps': 4})
-    training.train(config)
+    """A tiny run with every switch on, trained and evaluated 4 steps."""
+    config = tiny_config(
+        tmp_path_factory.mktemp('switched'), subset, {**ALL_SWITCHES, 'train_steps': 4}, eval_every_steps=4
+    )
+    training.train(config, evaluate=True)
     return config
 
 
@@ -161,6 +163,7 @@ def test_eval_predict_and_export_use_the_weight_average_with_flips(switched_run,
     logits = recipe.inference_logits(average, cifar_input.standardize(images), flip_tta=True)
     expected = float(np.mean(np.argmax(logits, axis=1) == labels.numpy()))
     assert evaluation.measure(switched_run, path)['precision'] == pytest.approx(expected)
+    assert evaluation.read_history(switched_run.eval_dir)[-1]['precision'] == pytest.approx(expected, abs=1e-6)
 
     predictions = trained_model.predict([f'{subset}/test_batch.bin'], log_root=switched_run.log_root)
     np.testing.assert_allclose(predictions.probabilities, tf.nn.softmax(logits), rtol=1e-4, atol=1e-5)

@@ -10,7 +10,11 @@ from errors import UserError
 from resnet_model import HParamsError
 
 PUBLISHED_PARAMS = {
+    'resnet20': 0.27e6,
     'resnet32': 0.46e6,
+    'resnet32_modern': 0.46e6,
+    'resnet44': 0.66e6,
+    'resnet56': 0.85e6,
     'resnet110': 1.7e6,
     'resnet164_bottleneck': 1.7e6,
     'resnet1001_bottleneck': 10.2e6,
