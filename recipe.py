@@ -67,9 +67,13 @@ def inference_logits(model, images, flip_tta=False):
     return logits
 
 
+def has_average(path):
+    """Whether the checkpoint at `path` holds a weight average."""
+    return any(name.startswith(AVERAGED_MODEL + '/') for name, _ in tf.train.list_variables(path))
+
+
 def restore_for_inference(path, model, **others):
     """Restores into `model` the weights eval and prediction use: the weight average when the
     checkpoint holds one, else the trained weights. `others` are more objects to restore."""
-    keys = {name.split('/')[0] for name, _ in tf.train.list_variables(path)}
-    key = AVERAGED_MODEL if AVERAGED_MODEL in keys else 'model'
+    key = AVERAGED_MODEL if has_average(path) else 'model'
     return tf.train.Checkpoint(**{key: model}, **others).restore(path).expect_partial()

@@ -117,8 +117,7 @@ def _save(manager, model, step, cost):
 
 def _check_average(path, hps):
     """A weight average cannot start halfway: it would not be the average of the run."""
-    saved = {name.split('/')[0] for name, _ in tf.train.list_variables(path)}
-    if hps.ema_decay and recipe.AVERAGED_MODEL not in saved:
+    if hps.ema_decay and not recipe.has_average(path):
         raise RunError(
             f'cannot resume with ema_decay={hps.ema_decay}: {path} was trained without a weight average; '
             'keep ema_decay=0 for this run, or start a new one in another log_root',

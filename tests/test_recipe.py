@@ -20,10 +20,6 @@ import training
 from errors import UserError
 
 
-def _checkpoint_names(path):
-    return {name.split('/')[0] for name, _ in tf.train.list_variables(str(path))}
-
-
 def test_defaults_train_as_the_2016_recipe(subset, tmp_path):
     """Three steps of the trainer against the 2016 step written out here: sparse cross-entropy of
     the logits, momentum 0.9 (not Nesterov), the piecewise rate, no cutout, no weight average."""
@@ -52,7 +48,7 @@ def test_defaults_train_as_the_2016_recipe(subset, tmp_path):
     tf.train.Checkpoint(model=saved).restore(str(tmp_path / 'ckpt-3')).expect_partial()
     for expected, actual in zip(model.weights, saved.weights, strict=True):
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6, err_msg=expected.path)
-    assert recipe.AVERAGED_MODEL not in _checkpoint_names(tmp_path / 'ckpt-3')
+    assert not recipe.has_average(str(tmp_path / 'ckpt-3'))
     assert not any('velocity' in name and 'nesterov' in name for name in reader.get_variable_to_shape_map())
 
 
@@ -157,7 +153,7 @@ def _averaged_model(config, path):
 
 def test_eval_predict_and_export_use_the_weight_average_with_flips(switched_run, subset, tmp_path):
     path = f'{switched_run.log_root}/ckpt-4'
-    assert recipe.AVERAGED_MODEL in _checkpoint_names(path)
+    assert recipe.has_average(path)
     average = _averaged_model(switched_run, path)
     images, labels = run_config.load_split(switched_run, 'test')
     logits = recipe.inference_logits(average, cifar_input.standardize(images), flip_tta=True)
