@@ -21,6 +21,7 @@ import run_folder
 METRICS = 'metrics.json'
 HISTORY = 'history.csv'  # a row per eval, for selecting and plotting without TensorBoard
 HISTORY_FIELDS = ('step', 'split', 'precision', 'loss', 'checkpoint', 'time')
+TIME_FORMAT = '%Y-%m-%dT%H:%M:%SZ'  # history.csv's time: UTC
 
 
 class EvalPass:
@@ -91,7 +92,7 @@ def append_history(folder, metrics):
     path = os.path.join(folder, HISTORY)
     row = {name: metrics.get(name) for name in HISTORY_FIELDS}
     row.update(precision=f'{metrics["precision"]:.6f}', loss=f'{metrics["loss"]:.6f}')
-    row['time'] = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+    row['time'] = time.strftime(TIME_FORMAT, time.gmtime())
     try:
         is_new = not os.path.exists(path)
         with open(path, 'a', newline='') as f:

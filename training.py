@@ -190,7 +190,7 @@ def train(config, strategy=None, evaluate=False):
             model=model, optimizer=resnet.optimizer, step=resnet.global_step, run_config=saved_config
         )
         if resnet.averaged_model is not None:
-            checkpoint.averaged_model = resnet.averaged_model
+            setattr(checkpoint, recipe.AVERAGED_MODEL, resnet.averaged_model)
         manager = tf.train.CheckpointManager(
             checkpoint, log_root, max_to_keep=config.keep_checkpoints, checkpoint_name='ckpt'
         )

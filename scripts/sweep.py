@@ -45,7 +45,7 @@ SHARED_SUBSET = os.path.normpath(os.path.join(CHECKOUT, '..', 'shared', 'data', 
 SETTINGS, RESULT, LAUNCH = 'sweep.json', 'sweep_result.json', 'sweep_launch.json'
 SUMMARY_ROWS = ('mean', 'std', 'min', 'max')
 COUNTS = ('steps_', 'seconds_', 'val_step')  # columns of whole numbers
-TIME_FORMAT = '%Y-%m-%dT%H:%M:%SZ'  # UTC, as history.csv
+TIME_FORMAT = evaluation.TIME_FORMAT  # the launch record's time compares with history.csv's
 CHECKPOINT_EVERY = run_config.RunConfig.__dataclass_fields__['checkpoint_every_steps'].default
 COLUMNS = {
     'test_precision': 'the final checkpoint on the test split, flip_tta off',
