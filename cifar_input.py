@@ -13,7 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from errors import UserError
+from resnet_cifar.errors import UserError
 
 IMAGE_SIZE = 32
 DEPTH = 3

@@ -19,18 +19,14 @@ import os
 import signal
 import sys
 
-import devices  # first: it sets TensorFlow's environment before TensorFlow is imported
+from resnet_cifar import devices  # first: it sets TensorFlow's environment before TensorFlow is imported
 
 # isort: split
 from absl import app, flags, logging
 
 import cifar_input
-import evaluation
-import run_config
-import run_folder
-import trained_model
-import training
-from errors import UserError
+from resnet_cifar import evaluation, run_config, run_folder, trained_model, training
+from resnet_cifar.errors import UserError
 
 # The original's flags, same names and meaning.
 flags.DEFINE_enum('dataset', 'cifar10', list(cifar_input.DATASETS), 'cifar10 or cifar100.')
@@ -216,10 +212,15 @@ def run(argv):
         sys.exit(128 + signal.Signals[str(e)].value)
 
 
-if __name__ == '__main__':
+def entry_point():
+    """`python resnet_main.py` and the installed `resnet-cifar` command."""
     flags.mark_flag_as_required('log_root')
     try:
         app.run(run)
     except SystemExit as e:  # absl ends --help with exit code 1; asking for help is no failure
         help_asked = any(arg in ('-h', '-?', '--help', '--helpshort', '--helpfull') for arg in sys.argv[1:])
         sys.exit(0 if help_asked and e.code == 1 else e.code)
+
+
+if __name__ == '__main__':
+    entry_point()

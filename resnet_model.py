@@ -14,9 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import recipe
-from batch_norm import FusedBatchNormalization
-from errors import UserError
+from resnet_cifar import recipe
+from resnet_cifar.batch_norm import FusedBatchNormalization
+from resnet_cifar.errors import UserError
 
 HParams = collections.namedtuple(
     'HParams',

@@ -20,20 +20,20 @@ import resource
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import devices  # noqa: E402  (first: it sets TensorFlow's environment, as for the trainer)
+from resnet_cifar import devices
 
 # isort: split
-import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+import tensorflow as tf
+from absl import app, flags
 
-import cifar_input  # noqa: E402
-import evaluation  # noqa: E402
-import resnet_model  # noqa: E402
-import run_config  # noqa: E402
-import training  # noqa: E402
-from errors import UserError  # noqa: E402
+import cifar_input
+import resnet_model
+from resnet_cifar import (
+    evaluation,
+    run_config,
+    training,
+)
+from resnet_cifar.errors import UserError
 
 flags.DEFINE_string('hparams', 'resnet32', 'A preset or a JSON file, as resnet_main.py --hparams.')
 flags.DEFINE_string('hparams_override', '', 'As resnet_main.py --hparams_override.')

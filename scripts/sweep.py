@@ -26,21 +26,20 @@ import subprocess
 import sys
 import time
 
-CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, CHECKOUT)
-
-import devices  # noqa: E402  (first: it sets TensorFlow's environment, as for the trainer)
+from resnet_cifar import devices
 
 # isort: split
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
-import cifar_input  # noqa: E402
-import evaluation  # noqa: E402
-import run_config  # noqa: E402
-import run_folder  # noqa: E402
-from errors import UserError  # noqa: E402
+import cifar_input
+from resnet_cifar import (
+    evaluation,
+    run_config,
+    run_folder,
+)
+from resnet_cifar.errors import UserError
 
-MAIN = os.path.join(CHECKOUT, 'resnet_main.py')
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_SUBSET = os.path.normpath(os.path.join(CHECKOUT, '..', 'shared', 'data', 'cifar10-subset'))
 SETTINGS, RESULT, LAUNCH = 'sweep.json', 'sweep_result.json', 'sweep_launch.json'
 SUMMARY_ROWS = ('mean', 'std', 'min', 'max')
@@ -139,7 +138,7 @@ def child_command(root, seed, recipe, hps):
         steps, every = hps.train_steps, recipe.eval_every_steps
         saves = {steps, *range(CHECKPOINT_EVERY, steps + 1, CHECKPOINT_EVERY), *range(every, steps + 1, every)}
         args.update(eval_split='validation', keep_checkpoints=len(saves) + 10)
-    return [sys.executable, MAIN, *(f'--{key}={value}' for key, value in args.items())]
+    return [sys.executable, '-m', 'resnet_main', *(f'--{key}={value}' for key, value in args.items())]
 
 
 def child_env(parallel):
@@ -167,7 +166,7 @@ def launch(root, seed, recipe, hps, parallel):
         log.write(f'--- {now} sweep: {shlex.join(command)}\n')
         log.flush()
         return subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=CHECKOUT, env=child_env(parallel), start_new_session=True
+            command, stdout=log, stderr=subprocess.STDOUT, env=child_env(parallel), start_new_session=True
         )
 
 

@@ -10,15 +10,12 @@ import sys
 import numpy as np
 import pytest
 
+# isort: split
+import resnet_model
+from resnet_cifar import run_config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBSET = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'data', 'cifar10-subset'))
-sys.path.insert(0, ROOT)
-
-import devices  # noqa: E402, F401  (first: TensorFlow's environment, as the trainer has it)
-
-# isort: split
-import resnet_model  # noqa: E402
-import run_config  # noqa: E402
 
 # A ResNet-8 (one unit per stage): the real code paths at a fraction of ResNet-32's cost.
 TINY = {'num_residual_units': 1, 'batch_size': 32}

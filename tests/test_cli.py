@@ -13,10 +13,9 @@ import time
 import pytest
 from conftest import ROOT, TINY_OVERRIDE, assert_user_error, run_main, tiny_config, tiny_train_args, write_records
 
-import evaluation
 import resnet_main
-import training
-from errors import UserError
+from resnet_cifar import evaluation, training
+from resnet_cifar.errors import UserError
 
 
 @pytest.fixture(scope='module')

@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 from conftest import as_flags, run_main
 
-import devices
-from errors import UserError
+from resnet_cifar import devices
+from resnet_cifar.errors import UserError
 
 GPU = 'GPU'
 SAPPHIRE_RAPIDS = """processor\t: 0

@@ -14,11 +14,8 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT, as_flags, tiny_config, tiny_train_args
 
-import devices
-import evaluation
-import run_folder
-import training
-from errors import UserError
+from resnet_cifar import devices, evaluation, run_folder, training
+from resnet_cifar.errors import UserError
 
 
 def _two_replicas(case):

@@ -16,10 +16,8 @@ from conftest import ROOT, as_flags, tiny_config, tiny_train_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import cifar_input
-import evaluation
-import run_config
-import training
-from errors import UserError
+from resnet_cifar import evaluation, run_config, training
+from resnet_cifar.errors import UserError
 
 
 def _tags(directory):

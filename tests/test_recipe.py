@@ -11,13 +11,9 @@ import tensorflow as tf
 from conftest import ALL_SWITCHES, tiny_config, tiny_hparams
 
 import cifar_input
-import evaluation
-import recipe
 import resnet_model
-import run_config
-import trained_model
-import training
-from errors import UserError
+from resnet_cifar import evaluation, recipe, run_config, trained_model, training
+from resnet_cifar.errors import UserError
 
 
 def test_defaults_train_as_the_2016_recipe(subset, tmp_path):

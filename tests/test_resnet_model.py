@@ -5,9 +5,8 @@ import tensorflow as tf
 from conftest import tiny_hparams
 
 import cifar_input
-import recipe
 import resnet_model
-import run_config
+from resnet_cifar import recipe, run_config
 from resnet_model import HParamsError
 
 

@@ -12,10 +12,8 @@ import pytest
 import tensorflow as tf
 from conftest import as_flags, tiny_config
 
-import run_folder
-import trained_model
-import training
-from errors import UserError
+from resnet_cifar import run_folder, trained_model, training
+from resnet_cifar.errors import UserError
 
 
 def _owner_record(log_root, process):

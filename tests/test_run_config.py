@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 import resnet_model
-import run_config
-from errors import UserError
+from resnet_cifar import run_config
+from resnet_cifar.errors import UserError
 from resnet_model import HParamsError
 
 PUBLISHED_PARAMS = {

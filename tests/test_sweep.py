@@ -17,7 +17,7 @@ import sys
 import pytest
 from conftest import ROOT, TINY_OVERRIDE, assert_user_error
 
-from errors import UserError
+from resnet_cifar.errors import UserError
 
 SCRIPT = os.path.join(ROOT, 'scripts', 'sweep.py')
 OVERRIDE = f'{TINY_OVERRIDE},train_steps=6,lr_boundaries=[3]'

@@ -10,10 +10,8 @@ from conftest import tiny_config
 
 import cifar_input
 import resnet_model
-import run_folder
-import trained_model
-import training
-from errors import UserError
+from resnet_cifar import run_folder, trained_model, training
+from resnet_cifar.errors import UserError
 
 
 @pytest.fixture(scope='module')

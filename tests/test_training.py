@@ -15,9 +15,8 @@ from conftest import ALL_SWITCHES, as_flags, tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import cifar_input
-import run_config
-import training
-from errors import UserError
+from resnet_cifar import run_config, training
+from resnet_cifar.errors import UserError
 
 
 def _tags(directory):

@@ -23,13 +23,9 @@ import tensorflow as tf
 from absl import logging
 
 import cifar_input
-import devices
-import evaluation
-import recipe
 import resnet_model
-import run_config
-import run_folder
-from run_folder import RunError
+from resnet_cifar import devices, evaluation, recipe, run_config, run_folder
+from resnet_cifar.run_folder import RunError
 
 TrainResult = collections.namedtuple('TrainResult', 'step stopped_by')  # stopped_by: a signal's name, or None
 

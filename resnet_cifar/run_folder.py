@@ -13,8 +13,8 @@ import time
 import tensorflow as tf
 from absl import logging
 
-import run_config
-from errors import UserError
+from resnet_cifar import run_config
+from resnet_cifar.errors import UserError
 
 RUN_CONFIG = 'hparams.json'
 OWNER = 'owner.json'

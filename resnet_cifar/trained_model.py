@@ -12,10 +12,9 @@ import tensorflow as tf
 from absl import logging
 
 import cifar_input
-import recipe
 import resnet_model
-import run_folder
-from run_folder import RunError
+from resnet_cifar import recipe, run_folder
+from resnet_cifar.run_folder import RunError
 
 Predictions = collections.namedtuple('Predictions', 'names probabilities labels class_names')
 

@@ -46,7 +46,7 @@ with _quiet_stderr(QUIET_START):
     import keras  # noqa: E402
     import tensorflow as tf  # noqa: E402
 
-from errors import UserError  # noqa: E402
+from resnet_cifar.errors import UserError  # noqa: E402
 
 tf.get_logger().setLevel('WARNING')  # its INFO lines (one per save) are TensorFlow's, not the run's
 

@@ -10,15 +10,24 @@ texts are read here too.
 """
 
 import dataclasses
+import importlib.util
 import json
 import os
 
 import cifar_input
 import resnet_model
-from errors import UserError
+from resnet_cifar.errors import UserError
 from resnet_model import HParamsError
 
-PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'hparams')
+
+def _presets_dir():
+    """hparams/: installed as resnet_cifar.hparams, or beside the package in a checkout."""
+    spec = importlib.util.find_spec('resnet_cifar.hparams')
+    installed = [path for path in (spec.submodule_search_locations if spec else ()) if os.path.isdir(path)]
+    return installed[0] if installed else os.path.join(os.path.dirname(os.path.dirname(__file__)), 'hparams')
+
+
+PRESETS_DIR = _presets_dir()
 EVAL_SPLITS = ('test', 'validation')
 
 

@@ -12,11 +12,8 @@ import tensorflow as tf
 from absl import logging
 
 import cifar_input
-import devices
-import recipe
 import resnet_model
-import run_config
-import run_folder
+from resnet_cifar import devices, recipe, run_config, run_folder
 
 METRICS = 'metrics.json'
 HISTORY = 'history.csv'  # a row per eval, for selecting and plotting without TensorBoard
