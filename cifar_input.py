@@ -1,65 +1,30 @@
 """CIFAR-10/100 input: the binary batch files, tensorflow-datasets, or synthetic images, via tf.data.
 
 Every source yields the same thing, all examples of a split as uint8 images [N, 32, 32, 3] and
-int32 labels [N], which `build_input` turns into batches. CIFAR is small (150 MB for 50k
+int32 labels [N], which `train_dataset` and `eval_dataset` turn into batches. CIFAR is small (150 MB for 50k
 images), so holding a split in memory is cheap, and it lets the training order be a pure
 function of (seed, step): a resumed run reads exactly what an uninterrupted one would.
 """
 
-import collections
 import glob
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from resnet_cifar.errors import UserError
+from resnet_cifar.datasets import (  # noqa: F401  (data_patterns, CLASS_NAMES: cifar_input's API too)
+    CLASS_NAMES,
+    DATASETS,
+    DEPTH,
+    IMAGE_SIZE,
+    DataError,
+    data_patterns,
+    record_bytes,
+)
 
-IMAGE_SIZE = 32
-DEPTH = 3
-IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE * DEPTH
 PAD = 4  # training images are padded to 40x40, then randomly cropped back to 32x32
-
-DatasetSpec = collections.namedtuple('DatasetSpec', 'num_classes label_offset train_files test_files folder tfds_name')
-DATASETS = {
-    # CIFAR-10 records: 1 label byte + 3072 pixel bytes (1024 red, 1024 green, 1024 blue).
-    'cifar10': DatasetSpec(10, 0, 'data_batch_*.bin', 'test_batch.bin', 'cifar-10-batches-bin', 'cifar10'),
-    # CIFAR-100 records: coarse label byte + fine label byte + 3072 pixel bytes; the fine label is used.
-    'cifar100': DatasetSpec(100, 1, 'train.bin', 'test.bin', 'cifar-100-binary', 'cifar100'),
-}
-# The label names, in label order, as the archives' batches.meta.txt and fine_label_names list them.
-CLASS_NAMES = {
-    'cifar10': 'airplane automobile bird cat deer dog frog horse ship truck'.split(),
-    'cifar100': (
-        'apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can '
-        'castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin '
-        'elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster '
-        'man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck '
-        'pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk '
-        'skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger '
-        'tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm'
-    ).split(),
-}
 SPLITS = ('train', 'validation', 'test')
 SYNTHETIC_SIZES = {'train': 4096, 'validation': 512, 'test': 1024}
-
-
-class DataError(UserError):
-    """Input the user pointed at is missing or malformed; the message names the file or setting."""
-
-
-def record_bytes(dataset):
-    return DATASETS[dataset].label_offset + 1 + IMAGE_BYTES
-
-
-def data_patterns(dataset, data_dir):
-    """(train pattern, test pattern) inside data_dir, or inside the archive's folder below it."""
-    spec = DATASETS[dataset]
-    nested = os.path.join(data_dir, spec.folder)
-    if os.path.isdir(nested):
-        data_dir = nested
-    data_dir = os.path.abspath(data_dir)
-    return os.path.join(data_dir, spec.train_files), os.path.join(data_dir, spec.test_files)
 
 
 def _check_file(path, dataset):
@@ -189,10 +154,22 @@ def load_split(dataset, data_source, split, pattern=None, validation_size=0, tfd
 
 
 def resize(images):
-    """uint8 images [..., H, W, 3] as [..., 32, 32, 3]: bilinear, rounded, unchanged when already 32x32."""
+    """uint8 images [..., H, W, 3] as [..., 32, 32, 3], unchanged when already 32x32: bilinear and
+    antialiased (each pixel a weighted mean of the area it covers), rounded. PIL's
+    Image.resize((32, 32), Image.BILINEAR) gives the same pixels, within one level."""
     if images.shape[-3:-1] == (IMAGE_SIZE, IMAGE_SIZE):
         return images
-    return tf.cast(tf.clip_by_value(tf.round(tf.image.resize(images, [IMAGE_SIZE, IMAGE_SIZE])), 0, 255), tf.uint8)
+    resized = tf.image.resize(images, [IMAGE_SIZE, IMAGE_SIZE], antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def decode_image(contents):
+    """The uint8 RGB pixels [H, W, 3] of an encoded PNG, JPEG, GIF or BMP image. JPEG with the
+    accurate integer DCT, as PIL and libjpeg decode it by default: TensorFlow's own default, the
+    fast DCT, gives pixels a few levels off theirs."""
+    if tf.io.is_jpeg(contents):
+        return tf.io.decode_jpeg(contents, channels=DEPTH, dct_method='INTEGER_ACCURATE')
+    return tf.io.decode_image(contents, channels=DEPTH, expand_animations=False)
 
 
 def _expand(paths):
@@ -212,11 +189,13 @@ def _expand(paths):
 def read_image_files(paths, dataset):
     """Images for prediction as (name, uint8 [32, 32, 3], true label or None) triples.
 
-    PNG, JPEG, GIF and BMP files are decoded to RGB and resized to 32x32 when they are another
-    size; a binary batch file (.bin) of `dataset` gives each of its records, with its label.
+    PNG, JPEG, GIF and BMP files are decoded to RGB (decode_image) and resized to 32x32 when they
+    are another size (resize); a binary batch file (.bin) of `dataset` gives each of its records, with its label.
     """
     examples = []
     for path in _expand(paths):
+        if os.path.isdir(path):
+            raise DataError(f'{path} is a folder; give its image files or .bin batch files (a pattern: {path}/*.png)')
         if not os.path.isfile(path):
             raise DataError(f'{path}: no such file; expected an image (PNG, JPEG, GIF or BMP) or a .bin batch file')
         if path.endswith('.bin'):
@@ -227,7 +206,7 @@ def read_image_files(paths, dataset):
             ]
             continue
         try:
-            image = tf.io.decode_image(tf.io.read_file(path), channels=DEPTH, expand_animations=False)
+            image = decode_image(tf.io.read_file(path))
         except (tf.errors.OpError, ValueError) as e:
             reason = getattr(e, 'message', str(e)).splitlines()[0]
             raise DataError(
@@ -242,12 +221,25 @@ def standardize(image):
     return tf.image.per_image_standardization(image)
 
 
-def augment(image, seed):
-    """Pad to 40x40, random-crop 32x32, random left-right flip; stateless, so `seed` decides all."""
+def augment(image, seed, pad=PAD, reflect=False, mirror=None):
+    """Pad to 40x40 (`pad` on each side), random-crop 32x32, random left-right flip; stateless, so
+    `seed` decides all. With `reflect`, the padding reflects the image instead of being zeros; a
+    boolean `mirror` flips the image where it is true instead of at random."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    image = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]])
+    image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode='REFLECT' if reflect else 'CONSTANT')
     image = tf.image.stateless_random_crop(image, [IMAGE_SIZE, IMAGE_SIZE, DEPTH], seed=crop_seed)
+    if mirror is not None:
+        return tf.where(mirror, tf.image.flip_left_right(image), image)
     return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+
+
+def alternating_mirror(seed, record, epoch):
+    """airbench's alternating flip: whether record `record` is mirrored in `epoch`. A coin per
+    record decides epoch 0; every later epoch flips the whole set again: each image is seen both
+    ways in every two epochs, where a new coin every epoch shows it the same way twice half the time."""
+    coin_seed = tf.random.experimental.stateless_fold_in(tf.stack([seed, tf.cast(record, tf.int64)]), 2)
+    coin = tf.random.stateless_uniform([], coin_seed) < 0.5
+    return tf.math.logical_xor(coin, epoch % 2 == 1)
 
 
 def cut_out(image, side, seed):
@@ -262,7 +254,18 @@ def cut_out(image, side, seed):
 
 
 def train_dataset(
-    images, labels, batch_size, seed=0, start_step=0, num_shards=1, shard=0, replica_batch_size=None, cutout=0
+    images,
+    labels,
+    batch_size,
+    seed=0,
+    start_step=0,
+    num_shards=1,
+    shard=0,
+    replica_batch_size=None,
+    cutout=0,
+    translate=PAD,
+    reflect_pad=False,
+    alternating_flip=False,
 ):
     """Endless augmented batches, reshuffled every epoch, starting at global batch `start_step`.
 
@@ -271,7 +274,8 @@ def train_dataset(
     seed and step always give the same global batch, on any number of devices. With several
     input pipelines (hosts), pipeline `shard` of `num_shards` reads its slice of each global
     batch, cut into batches of `replica_batch_size` for its replicas, which tf.distribute hands
-    out in order.
+    out in order. `translate`, `reflect_pad` and `alternating_flip` are augment's pad, reflect
+    and alternating_mirror.
     """
     num_examples = int(labels.shape[0])
     seed = tf.constant(seed, tf.int64)
@@ -281,7 +285,9 @@ def train_dataset(
         epoch, index = position // num_examples, position % num_examples
         record = tf.random.experimental.index_shuffle(index, seed=tf.stack([seed, epoch]), max_index=num_examples - 1)
         example_seed = tf.stack([seed, position])
-        image = standardize(augment(tf.gather(images, record), seed=example_seed))
+        mirror = alternating_mirror(seed, record, epoch) if alternating_flip else None
+        image = tf.gather(images, record)
+        image = standardize(augment(image, example_seed, translate, reflect_pad, mirror))
         if cutout:
             image = cut_out(image, cutout, tf.random.experimental.stateless_fold_in(example_seed, 1))
         return image, tf.gather(labels, record)

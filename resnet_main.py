@@ -1,39 +1,35 @@
-"""ResNet on CIFAR-10/100 from the command line: train, evaluate, predict, export.
+"""Trains, evaluates, predicts with and exports ResNets on CIFAR-10/100.
 
     python resnet_main.py --mode=train --data_dir=DIR --log_root=runs/r32
     python resnet_main.py --mode=eval --log_root=runs/r32 --eval_once
+    python resnet_main.py --mode=predict --log_root=runs/r32 --images=cat.png
 
-A run lives in --log_root: hparams.json (what the run is), checkpoints ckpt-STEP, train/ and
-eval/ summaries and eval/metrics.json. A later train resumes it; eval reads what it needs
-from hparams.json, so the training flags are never repeated.
-
-This file reads the flags, builds one run_config.RunConfig from them over what the run saved,
-picks the devices and the strategy, and calls the mode's function. Nothing below it knows the
-command line: training.train, evaluation.evaluate and trained_model.predict/export take the
-configuration (or a checkpoint) and a strategy, and can be called from Python.
+Installed with pip, the `resnet-cifar` command takes the same flags. A run lives in --log_root,
+which every mode needs: hparams.json (what the run is), checkpoints ckpt-STEP, train/ and eval/
+summaries and eval/metrics.json. Training again resumes the run; eval, predict and export read
+what they need from hparams.json, so the training flags are never repeated.
 """
 
+# For developers: this file reads the flags (defined without TensorFlow, so --help is instant),
+# builds one run_config.RunConfig from them over what the run saved, starts TensorFlow with
+# startup.setup() and calls the mode's function. Nothing below it knows the command line:
+# training.train, evaluation.evaluate_checkpoints and trained_model.predict/export take the
+# configuration (or a checkpoint) and a strategy, and can be called from Python.
+
 import dataclasses
-import logging as logging_std
-import os
-import signal
 import sys
 
-from resnet_cifar import devices  # first: it sets TensorFlow's environment before TensorFlow is imported
-
-# isort: split
 from absl import app, flags, logging
 
-import cifar_input
-from resnet_cifar import evaluation, run_config, run_folder, trained_model, training
-from resnet_cifar.errors import UserError
+from resnet_cifar import choices, datasets, errors, run_config, startup
+from resnet_cifar.hparams_check import make_hparams
 
 # The original's flags, same names and meaning.
-flags.DEFINE_enum('dataset', 'cifar10', list(cifar_input.DATASETS), 'cifar10 or cifar100.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'train_and_eval', 'predict', 'export'], 'What to run.')
+flags.DEFINE_enum('dataset', 'cifar10', list(datasets.DATASETS), 'cifar10 or cifar100.')
+flags.DEFINE_enum('mode', 'train', list(choices.MODES), 'What to run.')
 flags.DEFINE_string('train_data_path', None, 'File pattern of the training batch files.')
 flags.DEFINE_string('eval_data_path', None, 'File pattern of the test batch files.')
-flags.DEFINE_string('log_root', None, 'Directory of the run: checkpoints, hparams.json, summaries.')
+flags.DEFINE_string('log_root', None, 'Required. Directory of the run: checkpoints, hparams.json, summaries.')
 flags.DEFINE_string('train_dir', None, 'Training summaries (default LOG_ROOT/train).')
 flags.DEFINE_string('eval_dir', None, 'Eval summaries and metrics.json (default LOG_ROOT/eval).')
 flags.DEFINE_bool('eval_once', False, 'Evaluate the newest checkpoint once, then exit.')
@@ -47,11 +43,11 @@ flags.DEFINE_string(
     'Folder with the binary batch files, or the folder holding cifar-10-batches-bin'
     ' / cifar-100-binary; the train and eval patterns follow from it.',
 )
-flags.DEFINE_enum('data_source', 'binary', ['binary', 'tfds', 'synthetic'], 'Where images come from.')
+flags.DEFINE_enum('data_source', 'binary', list(choices.DATA_SOURCES), 'Where images come from.')
 flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory (with --data_source=tfds).')
 flags.DEFINE_integer('validation_size', 0, 'Hold out the last N training images as a validation split.', lower_bound=0)
-flags.DEFINE_enum('eval_split', 'test', list(run_config.EVAL_SPLITS), 'What eval measures.')
-flags.DEFINE_string('hparams', 'resnet32', f'A preset ({", ".join(run_config.preset_names())}) or a JSON file.')
+flags.DEFINE_enum('eval_split', 'test', list(choices.EVAL_SPLITS), 'What eval measures.')
+flags.DEFINE_string('hparams', 'resnet32', f'A preset ({", ".join(choices.preset_names())}) or a JSON file.')
 flags.DEFINE_string(
     'hparams_override', '', 'Comma-separated key=value, lists in brackets: train_steps=960,lr_boundaries=[480,720].'
 )
@@ -75,24 +71,37 @@ flags.DEFINE_bool(
 flags.DEFINE_list('images', [], 'With --mode=predict: image files (PNG, JPEG, ...) and/or binary batch files (.bin).')
 flags.DEFINE_integer('top_k', 3, 'With --mode=predict: how many classes to print per image.', lower_bound=1)
 flags.DEFINE_string('checkpoint', None, 'With --mode=predict or export: this checkpoint instead of the newest.')
-flags.DEFINE_string('export_dir', None, 'With --mode=export: a new folder for the SavedModel.')
+flags.DEFINE_string('export_dir', None, 'With --mode=export: a new folder for the exported model.')
+flags.DEFINE_enum(
+    'export_format',
+    'saved_model',
+    list(choices.EXPORT_FORMATS),
+    'With --mode=export: a SavedModel folder, or model.keras, model.tflite (LiteRT) or model.onnx (docs/export.md).',
+)
 # Scaling out, through tf.distribute and Keras mixed precision.
 flags.DEFINE_enum(
     'distribution_strategy',
     None,
-    list(devices.STRATEGIES),
+    list(choices.STRATEGIES),
     'tf.distribute strategy. Default: from the GPUs used (none: default, 1: one_device, more: mirrored).',
 )
 flags.DEFINE_string('tpu', None, 'TPU name or grpc:// address, with --distribution_strategy=tpu.')
+flags.DEFINE_integer(
+    'cluster_timeout_secs',
+    600,
+    'With --distribution_strategy=multi_worker_mirrored: give up when the other workers have not all started by then.',
+    lower_bound=1,
+)
 flags.DEFINE_bool('sync_batch_norm', False, 'Batch-norm statistics over the global batch, across replicas.')
 flags.DEFINE_enum(
-    'dtype', 'float32', list(devices.DTYPE_POLICIES), 'Compute dtype; variables, logits and loss stay float32.'
+    'dtype', 'float32', list(choices.DTYPE_POLICIES), 'Compute dtype; variables, logits and loss stay float32.'
 )
 flags.DEFINE_bool(
     'jit_compile',
     False,
     'XLA-compile the train and eval steps, with one replica (XLA cannot compile the cross-replica updates '
-    "of this step). Off by default: on the CPUs measured, TensorFlow's oneDNN kernels are faster (README).",
+    "of this step). Off by default: on the CPUs measured, TensorFlow's oneDNN kernels are faster "
+    '(docs/performance.md).',
 )
 
 FLAGS = flags.FLAGS
@@ -114,22 +123,39 @@ OPTIONS = (
 )
 
 
+def hparams_overrides():
+    """--hparams_override, with --train_steps on top; an unknown key or a value of the wrong type is
+    refused here (the ranges depend on the run's preset: build_config checks them)."""
+    overrides = run_config.parse_overrides(FLAGS.hparams_override)
+    if FLAGS.train_steps is not None:
+        overrides['train_steps'] = FLAGS.train_steps
+    make_hparams(overrides, source='hparams_override', ranges=False)
+    return overrides
+
+
+def check_before_start():
+    """The mistakes that can be told at once, before TensorFlow starts (build_config checks all):
+    a preset or a folder of the other dataset asked for, an override's key or type."""
+    if FLAGS['hparams'].present:
+        run_config.load_preset(FLAGS.hparams)
+    if FLAGS['dataset'].present and FLAGS.data_dir:
+        datasets.data_patterns(FLAGS.dataset, FLAGS.data_dir)
+    hparams_overrides()
+
+
 def build_config():
     """The run to do: what LOG_ROOT/hparams.json saved, with the flags the user passed on top."""
+    from resnet_cifar import run_folder  # it imports TensorFlow: after startup.setup()
+
     saved = run_folder.read_config(FLAGS.log_root)
 
     def given(name):
         return FLAGS[name].present or saved is None
 
     dataset = FLAGS.dataset if given('dataset') else saved.dataset
-    if given('hparams'):
-        preset, hps = FLAGS.hparams, run_config.load_preset(FLAGS.hparams)
-    else:
-        preset, hps = saved.preset, saved.hparams
-    overrides = run_config.parse_overrides(FLAGS.hparams_override)
-    if FLAGS.train_steps is not None:
-        overrides['train_steps'] = FLAGS.train_steps
-    hps = run_config.override(hps, overrides, dataset)
+    # A preset (name or file) asked for, else the saved run's: its name and its hparams.
+    preset, base = (FLAGS.hparams, FLAGS.hparams) if given('hparams') else (saved.preset, saved.hparams)
+    hps = run_config.build_hparams(base, hparams_overrides(), dataset)
 
     data_settings = [field.name for field in dataclasses.fields(run_config.DataSettings)]
     data = {name: getattr(FLAGS, name) if given(name) else getattr(saved.data, name) for name in data_settings}
@@ -152,75 +178,48 @@ def flag_name(key):
     the user gave the path itself), or the key as it is when it is no flag (a file, an hparam)."""
     if key in DATA_PATHS and not FLAGS[key].present:
         return '--data_dir'
-    return f'--{key}' if key in FLAGS else key
+    return errors.flag_name(key)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-    devices.configure_tensorflow(FLAGS.num_gpus, FLAGS.deterministic, FLAGS.dtype)
+    check_before_start()
+    startup.setup(FLAGS.num_gpus, FLAGS.deterministic, FLAGS.dtype)
+    from resnet_cifar import devices, evaluation, machine, trained_model, training, worker_faults  # TF is set up
+
     if FLAGS.mode == 'predict':
         predictions = trained_model.predict(FLAGS.images, FLAGS.log_root, FLAGS.checkpoint, FLAGS.eval_batch_size)
         print('\n'.join(trained_model.describe(predictions, FLAGS.top_k)))
-        return
+        return 0
     if FLAGS.mode == 'export':
-        config = trained_model.export(FLAGS.export_dir, FLAGS.log_root, FLAGS.checkpoint)
+        config = trained_model.export(FLAGS.export_dir, FLAGS.log_root, FLAGS.checkpoint, FLAGS.export_format)
         print(f'exported {config.preset} on {config.dataset} to {FLAGS.export_dir}')
-        return
+        return 0
+    if FLAGS.distribution_strategy == 'multi_worker_mirrored':  # TensorFlow's own wait ignores signals
+        worker_faults.wait_for_cluster(FLAGS.cluster_timeout_secs)
     # First: a multi-worker strategy must exist before TensorFlow's runtime starts.
     strategy = devices.make_strategy(FLAGS.distribution_strategy, FLAGS.num_gpus, FLAGS.tpu)
-    logging.info('%s', devices.startup_line(strategy, FLAGS.dtype, flag_name))
+    logging.info('%s', machine.startup_line(strategy, FLAGS.dtype, flag_name))
     devices.check_xla(FLAGS.jit_compile, strategy)  # refused with several replicas before anything is written
     config = build_config()
     if FLAGS.mode == 'eval':
-        evaluation.evaluate(config, strategy)
-        return
+        evaluation.evaluate_checkpoints(config, strategy)
+        return 0
     result = training.train(config, strategy, evaluate=FLAGS.mode == 'train_and_eval')
-    if result.stopped_by:
-        sys.exit(128 + signal.Signals[result.stopped_by].value)
+    return errors.exit_code(result.stopped_by) if result.stopped_by else 0
 
 
-class Stopped(Exception):
-    """SIGINT or SIGTERM outside the training loop (which saves first, then returns)."""
-
-
-def _stop(signum, frame):
-    raise Stopped(signal.Signals(signum).name)
-
-
-class _TensorFlowInfo(logging_std.Filter):
-    """Drops TensorFlow's own INFO lines (one per save): a run's output is the project's lines."""
-
-    def filter(self, record):
-        return record.levelno > logging_std.INFO or f'{os.sep}tensorflow{os.sep}' not in record.pathname
-
-
-def run(argv):
-    """main() with user mistakes reported as one line naming the flag and exit code 2, and a stop
-    by SIGINT or SIGTERM as one line and 128 + the signal's number: never a traceback."""
-    logging.get_absl_logger().addFilter(_TensorFlowInfo())
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    try:
-        main(argv)
-    except UserError as e:
-        logging.flush()
-        sys.stderr.write(f'error: {e.line(flag_name)}\n')
-        sys.exit(2)
-    except Stopped as e:
-        logging.info('stopped by %s', e)
-        sys.exit(128 + signal.Signals[str(e)].value)
-
-
-def entry_point():
-    """`python resnet_main.py` and the installed `resnet-cifar` command."""
+def run():
+    """The command line: the flags parsed (--log_root required), then main() with a mistake as one
+    line naming the flag and exit code 2, a stop by SIGINT or SIGTERM as 128 + its number."""
     flags.mark_flag_as_required('log_root')
     try:
-        app.run(run)
+        app.run(errors.exit_on_error(main, name=flag_name))
     except SystemExit as e:  # absl ends --help with exit code 1; asking for help is no failure
         help_asked = any(arg in ('-h', '-?', '--help', '--helpshort', '--helpfull') for arg in sys.argv[1:])
         sys.exit(0 if help_asked and e.code == 1 else e.code)
 
 
 if __name__ == '__main__':
-    entry_point()
+    run()

@@ -1,11 +1,16 @@
-"""User errors: one line naming the setting, file or value at fault, and what to do.
+"""User errors, and how a command-line program reports them: one line, a meaningful exit code.
 
 Modules below the command line name settings by their configuration keys (`log_root`,
-`hparams_override`); resnet_main.py words the same line with the flag each setting came from,
-so a Python caller and a command-line user each read the names they typed.
+`hparams_override`); a program words the same line with the flag each setting came from, so a
+Python caller and a command-line user each read the names they typed.
 """
 
+import functools
 import re
+import signal
+import sys
+
+from absl import flags, logging
 
 
 class UserError(ValueError):
@@ -25,3 +30,60 @@ class UserError(ValueError):
         for key in self.mentions:
             text = re.sub(rf'(?<![\w./-]){re.escape(key)}(?![\w/])', lambda _, key=key: name(key), text)
         return f'{name(self.key)}: {text}' if self.key else text
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: raised where the program is, so it unwinds as after Ctrl-C."""
+
+    def __init__(self, signal_name='SIGINT'):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def exit_code(signal_name):
+    """A program stopped by the signal SIGNAME exits with 128 + its number, as a shell reports it."""
+    return 128 + signal.Signals[signal_name].value
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
+def flag_name(key):
+    """A setting as an absl program names it: `--key` when it is one of its flags, else the key."""
+    return f'--{key}' if key in flags.FLAGS else key
+
+
+def _fail(line):
+    logging.flush()
+    sys.stderr.write(f'error: {line}\n')
+    sys.exit(2)
+
+
+def exit_on_error(main, name=flag_name, stop_hint=''):
+    """`main` wrapped for a command line (`app.run(exit_on_error(main))`), never ending in a traceback:
+
+    a UserError or OSError becomes one `error: ...` line on standard error and exit code 2, each
+    setting named by name(key); SIGINT or SIGTERM become a `stopped by SIGNAL` line (+ `stop_hint`)
+    and exit code 128 + the signal's number. main's return value is returned (app.run exits with it).
+    """
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return main(*args, **kwargs)
+        except UserError as e:
+            _fail(e.line(name))
+        except OSError as e:
+            _fail(f'{e.filename}: {e.strerror}' if e.filename and e.strerror else str(e))
+        except KeyboardInterrupt as e:
+            stopped_by = e.signal_name if isinstance(e, Stopped) else 'SIGINT'
+            logging.flush()
+            sys.stderr.write(f'stopped by {stopped_by}{stop_hint}\n')
+            sys.exit(exit_code(stopped_by))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    return wrapped

@@ -1,9 +1,8 @@
-"""Evaluation: a pass over a whole split, its report (summaries, metrics.json), and the watcher
-that evaluates a run's checkpoints as they appear. Training uses the same report."""
+"""Evaluation: scoring a model on a whole split, the report of each score (summaries,
+metrics.json, history.csv), and the eval mode, which scores a run's checkpoints. Training reports
+its evals through the same EvalReporter."""
 
 import csv
-import io
-import json
 import os
 import time
 
@@ -13,75 +12,58 @@ from absl import logging
 
 import cifar_input
 import resnet_model
-from resnet_cifar import devices, recipe, run_config, run_folder
+from resnet_cifar import devices, ownership, restore, run_config, run_folder
+from resnet_cifar.confusion_image import confusion_image
 
 METRICS = 'metrics.json'
 HISTORY = 'history.csv'  # a row per eval, for selecting and plotting without TensorBoard
 HISTORY_FIELDS = ('step', 'split', 'precision', 'loss', 'checkpoint', 'time')
 TIME_FORMAT = '%Y-%m-%dT%H:%M:%SZ'  # history.csv's time: UTC
+PROGRESS_EVERY_SECS = 10  # an eval shorter than this prints no progress line
+STEP_KEY = 'step/.ATTRIBUTES/VARIABLE_VALUE'  # where a training checkpoint holds its step
 
 
-class EvalPass:
-    """Measures a model on a whole split, every example once.
+class SplitScorer:
+    """Scores a model on a whole split, every example once: precision (the share of right
+    predictions), mean loss, and the confusion matrix.
 
     It keeps one iterator over the repeated batches: starting a tf.data iterator for every pass
-    costs more than evaluating a thousand images.
+    costs more than evaluating a small split.
     """
 
-    def __init__(self, resnet, images, labels, batch_size, strategy, jit_compile=False):
-        self.eval_step = resnet.build_eval_op(strategy, devices.check_xla(jit_compile, strategy))
+    def __init__(self, hps, images, labels, batch_size, strategy, jit_compile=False):
+        self.resnet = resnet_model.ResNet(hps)
+        self.strategy = strategy
+        self.jit_compile = devices.check_xla(jit_compile, strategy)
         self.size = int(labels.shape[0])
         self.num_batches = -(-self.size // batch_size)
         dataset = cifar_input.eval_dataset(images, labels, batch_size).repeat()
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         self.batches = iter(strategy.experimental_distribute_dataset(dataset.with_options(options)))
+        self.model = self.eval_step = None
 
-    def __call__(self):
+    @classmethod
+    def of_split(cls, config, split, strategy):
+        """The scorer of the configuration's split ('test' or 'validation'), at its eval settings."""
+        images, labels = run_config.load_split(config, split)
+        return cls(config.hparams, images, labels, config.eval_batch_size, strategy, config.jit_compile)
+
+    def __call__(self, model):
+        """{precision, loss, num_examples} of `model` on the split, and its confusion matrix."""
+        if model is not self.model:  # one compiled step per model
+            self.model, self.eval_step = model, self.resnet.build_eval_op(model, self.strategy, self.jit_compile)
         confusion, loss_sum = 0, 0.0
+        last_progress = time.time()
         for _ in range(self.num_batches):
             result = self.eval_step(*next(self.batches))
             confusion += result['confusion'].numpy()
             loss_sum += float(result['loss_sum'])
-            logging.log_every_n_seconds(logging.INFO, 'evaluated %d of %d images', 10, confusion.sum(), self.size)
+            if time.time() - last_progress >= PROGRESS_EVERY_SECS:
+                logging.info('evaluated %d of %d images', confusion.sum(), self.size)
+                last_progress = time.time()
         count = int(confusion.sum())
         return {'precision': np.trace(confusion) / count, 'loss': loss_sum / count, 'num_examples': count}, confusion
-
-
-def _confusion_image(confusion, class_names, step):
-    """The confusion matrix drawn with matplotlib, as a [1, H, W, 4] image for tf.summary.image.
-
-    A cell's colour is its share of the true class (the row), so classes of different sizes
-    compare, and the colour bar says which share a colour is; up to 20 classes each cell also
-    carries its count of images (CIFAR-100's 100 classes get colour alone)."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    num_classes = len(class_names)
-    shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    size = min(4 + 0.35 * num_classes, 24)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size), dpi=80)  # the extra width is the colour bar's
-    image = ax.imshow(shares, cmap='Blues', vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03).set_label('share of the true class (row)')
-    ticks = range(num_classes)
-    ax.set_xticks(ticks, class_names, rotation=90, fontsize=8)
-    ax.set_yticks(ticks, class_names, fontsize=8)
-    ax.set_xlabel('predicted')
-    ax.set_ylabel('true')
-    title = f'step {step}: share of each true class'
-    if num_classes <= 20:
-        for (row, col), count in np.ndenumerate(confusion):
-            color = 'white' if shares[row, col] > 0.5 else ('black' if count else 'lightgray')
-            ax.text(col, row, str(count), ha='center', va='center', fontsize=8 if num_classes <= 10 else 7, color=color)
-        title += ', images counted in each cell'
-    ax.set_title(title)
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format='png')
-    plt.close(fig)
-    return tf.image.decode_png(png.getvalue())[tf.newaxis]
 
 
 def append_history(folder, metrics):
@@ -91,7 +73,7 @@ def append_history(folder, metrics):
     row.update(precision=f'{metrics["precision"]:.6f}', loss=f'{metrics["loss"]:.6f}')
     row['time'] = time.strftime(TIME_FORMAT, time.gmtime())
     try:
-        is_new = not os.path.exists(path)
+        is_new = not os.path.exists(path) or os.path.getsize(path) == 0
         with open(path, 'a', newline='') as f:
             writer = csv.DictWriter(f, HISTORY_FIELDS)
             if is_new:
@@ -102,13 +84,46 @@ def append_history(folder, metrics):
 
 
 def read_history(folder):
-    """The rows of FOLDER/history.csv, with step as an int and precision and loss as floats."""
-    with open(os.path.join(folder, HISTORY), newline='') as f:
-        rows = list(csv.DictReader(f))
-    return [
-        {**row, 'step': int(row['step']), 'precision': float(row['precision']), 'loss': float(row['loss'])}
-        for row in rows
-    ]
+    """The rows of FOLDER/history.csv, with step as an int and precision and loss as floats, each
+    checked: a damaged file is refused in one line naming it and the line."""
+    path = os.path.join(folder, HISTORY)
+    way_out = 'fix that line, or move the file away (the next eval starts a new one)'
+    try:
+        with open(path, newline='') as f:
+            reader = csv.DictReader(f)
+            header, rows = reader.fieldnames, list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise run_folder.RunError(f'{path}: cannot be read ({run_folder.reason(e)}); {way_out}') from None
+    if list(header or ()) != list(HISTORY_FIELDS):
+        raise run_folder.RunError(f'{path}: line 1: expected the header {",".join(HISTORY_FIELDS)}; {way_out}')
+    return [_history_row(path, number, row, way_out) for number, row in enumerate(rows, start=2)]
+
+
+def _history_row(path, number, row, way_out):
+    """A row of history.csv with its numbers read, or a RunError naming its line."""
+    try:
+        values = {'step': int(row['step']), 'precision': float(row['precision']), 'loss': float(row['loss'])}
+        sound = values['step'] >= 0 and 0 <= values['precision'] <= 1 and values['loss'] >= 0
+    except (TypeError, ValueError):  # a missing column reads as None
+        sound = False
+    if not sound or None in row.values() or None in row:  # None: csv.DictReader's mark of a short or long row
+        fields = ', '.join(f'{name} {row.get(name)!r}' for name in HISTORY_FIELDS)
+        raise run_folder.RunError(f'{path}: line {number}: {fields} is no eval result; {way_out}')
+    return {**row, **values}
+
+
+def read_best_precision(folder):
+    """The best precision so far that FOLDER/metrics.json holds, checked; 0 without the file."""
+    path = os.path.join(folder, METRICS)
+    way_out = 'fix it, or move it away (the best precision then counts from the next eval)'
+    try:
+        metrics = run_folder.read_json(path, way_out)
+    except FileNotFoundError:
+        return 0.0
+    best = metrics.get('best_precision')
+    if isinstance(best, bool) or not isinstance(best, int | float) or not 0 <= best <= 1:
+        raise run_folder.RunError(f'{path}: best_precision: expected a number from 0 to 1, got {best!r}; {way_out}')
+    return float(best)
 
 
 def report_dir(config):
@@ -117,22 +132,18 @@ def report_dir(config):
     return config.eval_dir if config.eval_split == 'test' else os.path.join(config.eval_dir, config.eval_split)
 
 
-class Evaluator:
-    """Evaluates a model on the configured split and reports to its folder: summaries and
-    metrics.json, with the best precision of that split. Only the chief reports, and nothing is
+class EvalReporter:
+    """Scores a model on the configured split and reports it: summaries, metrics.json with the best
+    precision of that split, and a row of history.csv. Only the chief reports, and nothing is
     written before the first report; from then on, to the end of `with`, it owns the folder."""
 
-    def __init__(self, config, resnet, strategy):
+    def __init__(self, config, strategy):
         self.split = config.eval_split
-        images, labels = run_config.load_split(config, self.split)
-        self.eval_pass = EvalPass(resnet, images, labels, config.eval_batch_size, strategy, config.jit_compile)
+        self.scorer = SplitScorer.of_split(config, self.split, strategy)
         self.class_names = config.class_names
         self.eval_dir = report_dir(config) if devices.is_chief(strategy) else None
         self.writer = self.owner = None
-        self.best_precision = 0.0
-        previous = os.path.join(report_dir(config), METRICS)
-        if os.path.exists(previous):
-            self.best_precision = run_folder.read_json(previous).get('best_precision', 0.0)
+        self.best_precision = read_best_precision(report_dir(config))
 
     def __enter__(self):
         return self
@@ -143,32 +154,33 @@ class Evaluator:
         if self.owner:
             self.owner.__exit__(*exc)
 
-    def _report(self, metrics, confusion):
+    def _write(self, metrics, confusion):
         step = metrics['step']
         if self.writer is None:  # the first report: this process becomes the one writer of the folder
-            self.owner = run_folder.Ownership(self.eval_dir, 'eval', 'eval_dir')
+            self.owner = ownership.Ownership(self.eval_dir, 'eval', 'eval_dir')
             self.writer = tf.summary.create_file_writer(self.owner.__enter__())
         with self.writer.as_default(step=step):
             tf.summary.scalar('Precision', metrics['precision'])
             tf.summary.scalar('Best Precision', metrics['best_precision'])
             tf.summary.scalar('loss', metrics['loss'])
-            tf.summary.image('confusion_matrix', _confusion_image(confusion, self.class_names, step))
+            tf.summary.image('confusion_matrix', confusion_image(confusion, self.class_names, step))
         self.writer.flush()
         run_folder.write_json(os.path.join(self.eval_dir, METRICS), metrics, newest=metrics['checkpoint'])
         append_history(self.eval_dir, metrics)
 
-    def __call__(self, step, checkpoint):
-        measured, confusion = self.eval_pass()
-        metrics = {'step': step, 'split': self.split, **measured, 'checkpoint': checkpoint}
+    def __call__(self, model, step, checkpoint):
+        """Scores `model`, saved at `step` as `checkpoint`, reports it and returns its metrics."""
+        scores, confusion = self.scorer(model)
+        metrics = {'step': step, 'split': self.split, **scores, 'checkpoint': checkpoint}
         self.best_precision = metrics['best_precision'] = max(self.best_precision, metrics['precision'])
         # Per class: the share of that class's images classified right.
-        per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
-        metrics['per_class_precision'] = {
-            name: round(float(p), 4) for name, p in zip(self.class_names, per_class, strict=True)
+        recall = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+        metrics['per_class_recall'] = {
+            name: round(float(r), 4) for name, r in zip(self.class_names, recall, strict=True)
         }
         metrics['confusion_matrix'] = confusion.tolist()  # rows: true classes, columns: predictions
         if self.eval_dir:
-            self._report(metrics, confusion)
+            self._write(metrics, confusion)
         logging.info(
             'eval at step %d: loss %.4f, precision %.4f, best precision %.4f (%d %s images)',
             step,
@@ -184,40 +196,35 @@ class Evaluator:
 def _checkpoints_to_evaluate(config):
     """With eval_once, the existing checkpoints newest first; else each new one as it appears."""
     if config.eval_once:
-        paths = run_folder.checkpoints(config.log_root)
-        if not paths:
+        if not run_folder.checkpoints(config.log_root):
             raise run_folder.RunError(f'no checkpoint in {config.log_root}; train first', 'log_root')
-        return paths
+        return run_folder.newest_first(config.log_root)
     logging.info(
         'waiting for checkpoints in %s (up to %d s without a new one)', config.log_root, config.eval_timeout_secs
     )
-    return tf.train.checkpoints_iterator(config.log_root, min_interval_secs=1, timeout=config.eval_timeout_secs)
+    return run_folder.watch(config.log_root, config.eval_timeout_secs)
 
 
-def evaluate(config, strategy=None):
-    """Evaluates the run's checkpoints, and returns the metrics of the last one evaluated.
+def evaluate_checkpoints(config, strategy=None):
+    """The eval mode: scores and reports the run's checkpoints, and returns the metrics of the last
+    one scored.
 
-    With config.eval_once it evaluates the newest readable checkpoint. Otherwise it waits for
-    each new one, and stops after the one at train_steps, or after eval_timeout_secs without one.
+    With config.eval_once it scores the newest readable checkpoint. Otherwise it waits for each
+    new one, and stops after the one at train_steps, or after eval_timeout_secs without one.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    resnet = resnet_model.ResNet(config.hparams, sync_batch_norm=config.sync_batch_norm)
-    with strategy.scope():
-        model = resnet.build_model()
-        step = tf.Variable(0, dtype=tf.int64)
-    saved_config = tf.Variable('')  # restored with the weights: the run's train_steps, however late it was raised
     paths = _checkpoints_to_evaluate(config)
     metrics = None
-    with Evaluator(config, resnet, strategy) as evaluator:
+    with EvalReporter(config, strategy) as reporter:
         for path in run_folder.usable(paths, 'evaluate', config):
             try:
-                recipe.restore_for_inference(path, model, step=step, run_config=saved_config)
+                model = restore.restore_model(path, config.hparams, strategy)
+                step, train_steps = _saved_step(path)
             except tf.errors.NotFoundError:  # the trainer keeps keep_checkpoints: an old one may go first
                 logging.warning('skipping %s: deleted by the trainer before it could be read', path)
                 continue
-            metrics = evaluator(int(step.numpy()), path)
-            train_steps = json.loads(saved_config.numpy())['hparams']['train_steps']
-            if config.eval_once or metrics['step'] >= train_steps:
+            metrics = reporter(model, step, path)
+            if config.eval_once or step >= train_steps:
                 return metrics
     if metrics is None and config.eval_once:
         raise run_folder.RunError(f'no readable checkpoint in {config.log_root}', 'log_root')
@@ -232,17 +239,20 @@ def evaluate(config, strategy=None):
     return metrics
 
 
-def measure(config, checkpoint, split='test', strategy=None):
-    """Precision and loss of one checkpoint on a whole split, reported nowhere: for comparing
-    checkpoints and settings (flip_tta) after training, as scripts/sweep.py does."""
+def _saved_step(path):
+    """The step of the checkpoint at `path`, and the train_steps its run was saved with: the run's
+    end, however late it was raised."""
+    step = int(tf.train.load_checkpoint(path).get_tensor(STEP_KEY))
+    return step, run_folder.checkpoint_config(path).hparams.train_steps
+
+
+def score_checkpoint(config, checkpoint, split='test', strategy=None):
+    """Precision, loss and number of examples of one checkpoint on a whole split, reported
+    nowhere: for comparing checkpoints and settings (flip_tta) after training, as
+    scripts/sweep.py does."""
     problem = run_folder.checkpoint_problem(checkpoint, config)
     if problem:
         raise run_folder.RunError(problem, 'checkpoint')
     strategy = strategy or tf.distribute.get_strategy()
-    resnet = resnet_model.ResNet(config.hparams)
-    with strategy.scope():
-        model = resnet.build_model()
-    recipe.restore_for_inference(checkpoint, model)
-    images, labels = run_config.load_split(config, split)
-    measured, _ = EvalPass(resnet, images, labels, config.eval_batch_size, strategy, config.jit_compile)()
-    return measured
+    model = restore.restore_model(checkpoint, config.hparams, strategy)
+    return SplitScorer.of_split(config, split, strategy)(model)[0]

@@ -1,11 +1,15 @@
 """The training recipe around the network: learning-rate schedule, loss, optimizer, weight
-average and flip test-time augmentation. Each is an hparam; at its default it is the 2016
+averages and test-time augmentation. Each is an hparam; at its default it is the 2016
 recipe's, unchanged."""
 
 import keras
 import tensorflow as tf
 
+from resnet_cifar import fast_network
+
 AVERAGED_MODEL = 'averaged_model'  # the checkpoint key of the weight average (ema_decay > 0)
+LOOKAHEAD = 'lookahead'  # the checkpoint key of the lookahead average (lookahead_every > 0)
+DECOUPLED_EXAMPLES = 1024  # with decoupled, lrn_rate and weight_decay_rate are per this many examples
 
 
 def learning_rate(hps, step):
@@ -13,6 +17,9 @@ def learning_rate(hps, step):
 
     piecewise (2016): lrn_rate, divided by 10 at each of lr_boundaries, never below min_lrn_rate.
     cosine: from lrn_rate after the warm-up down to min_lrn_rate at train_steps.
+    triangular (one-cycle): from lrn_rate after the warm-up down in a straight line to min_lrn_rate
+    at train_steps; with warmup_from, the warm-up rises in a straight line from that fraction.
+    With decoupled, the result is times decoupled_rate_scale.
     """
     step = tf.cast(step, tf.float32)
     if hps.lr_schedule == 'cosine':
@@ -21,12 +28,61 @@ def learning_rate(hps, step):
             hps.lrn_rate, decay_steps, alpha=hps.min_lrn_rate / hps.lrn_rate
         )
         lr = cosine(tf.maximum(step - hps.warmup_steps, 0.0))
+    elif hps.lr_schedule == 'triangular':
+        fall = tf.clip_by_value((step - hps.warmup_steps) / (hps.train_steps - hps.warmup_steps), 0.0, 1.0)
+        lr = hps.lrn_rate + (hps.min_lrn_rate - hps.lrn_rate) * fall
     else:
         divisions = tf.reduce_sum(tf.cast(step >= tf.constant(hps.lr_boundaries, tf.float32), tf.float32))
         lr = tf.maximum(hps.lrn_rate * tf.pow(0.1, divisions), hps.min_lrn_rate)
     if hps.warmup_steps:
-        lr *= tf.minimum(1.0, (step + 1.0) / hps.warmup_steps)
+        ramp = tf.minimum(1.0, (step + 1.0) / hps.warmup_steps)
+        lr *= hps.warmup_from + (1.0 - hps.warmup_from) * ramp if hps.warmup_from else ramp
+    if hps.decoupled:
+        lr *= decoupled_rate_scale(hps)
     return lr
+
+
+def decoupled_rate_scale(hps):
+    """With decoupled, the step's rate is lrn_rate times this: batch_size / 1024, over airbench's
+    1 + 1 / (1 - momentum), by which momentum lengthens the steps of a steady gradient. The step
+    size then follows lrn_rate alone, whatever the batch and the momentum."""
+    momentum = 0.0 if hps.optimizer == 'sgd' else hps.momentum
+    return hps.batch_size / (DECOUPLED_EXAMPLES * (1.0 + 1.0 / (1.0 - momentum)))
+
+
+def decoupled_weight_decay(model, hps):
+    """The weight-decay term with decoupled (airbench's): every trained variable but the frozen
+    whitening kernel shrinks each step by the same share, weight_decay_rate per 1024 examples
+    whatever lrn_rate: weight_decay_rate / lrn_rate times its L2 loss, over bn_bias_lr for the
+    batch-norm offsets, whose gradients scale_gradients multiplies by it."""
+    offsets = {id(variable) for variable in batch_norm_offsets(model)}
+    terms = [
+        tf.nn.l2_loss(variable) / (hps.bn_bias_lr if id(variable) in offsets else 1.0)
+        for variable in model.trainable_variables
+        if variable.path != f'{fast_network.WHITEN}/kernel'
+    ]
+    return hps.weight_decay_rate / hps.lrn_rate * tf.add_n(terms)
+
+
+def batch_norm_offsets(model):
+    """The trained offsets (biases) of `model`'s batch norms."""
+    return [layer.beta for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.center]
+
+
+def scale_gradients(grads, model, hps, step):
+    """The gradients of model.trainable_variables as the optimizer takes them, at `step`: the
+    batch-norm offsets' times bn_bias_lr (with SGD, that much more rate), the whitening kernel's
+    zeroed (it never trains), the whitening bias's zeroed from whiten_bias_steps on."""
+    if hps.bn_bias_lr == 1.0 and not hps.whiten:
+        return grads
+    scales = {id(offset): hps.bn_bias_lr for offset in batch_norm_offsets(model)}
+    if hps.whiten:
+        stem = model.get_layer(fast_network.WHITEN)
+        scales[id(stem.kernel)] = 0.0
+        if hps.whiten_bias_steps:
+            scales[id(stem.bias)] = tf.cast(step < hps.whiten_bias_steps, tf.float32)
+    variables = model.trainable_variables
+    return [grad * scales[id(v)] if id(v) in scales else grad for grad, v in zip(grads, variables, strict=True)]
 
 
 def cross_entropy(logits, labels, label_smoothing=0.0):
@@ -59,21 +115,47 @@ def update_average(averaged_model, model, ema_decay, step):
         average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
 
 
-def inference_logits(model, images, flip_tta=False):
-    """The logits of standardized images; with flip_tta, the mean of an image's and its mirror's."""
-    logits = model(images, training=False)
-    if flip_tta:
-        logits = (logits + model(tf.image.flip_left_right(images), training=False)) / 2.0
+class Lookahead(tf.Module):
+    """airbench's lookahead: every lookahead_every steps from lookahead_start, an average of the
+    weights (batch-norm statistics too) moves towards them and is copied back into them, so that
+    training goes on from the average (ema_decay's only serves eval). Its decay rises over the run,
+    lookahead_decay ** lookahead_every * (step / train_steps) ** 3: little averaging early, much at
+    the end. The first update starts the average at the weights; the last step updates too."""
+
+    def __init__(self, model):
+        super().__init__(name=LOOKAHEAD)
+        self.average = [tf.Variable(tf.convert_to_tensor(weight), trainable=False) for weight in model.weights]
+
+    def update(self, model, hps, step):
+        """The update after `step` steps (an int64 tensor), where it is due; elsewhere nothing changes."""
+        every, start = hps.lookahead_every, hps.lookahead_start
+        due = (step >= start) & ((step % every == 0) | (step == hps.train_steps))
+        first = step - every < start
+        decay = hps.lookahead_decay**every * (tf.cast(step, tf.float32) / hps.train_steps) ** 3
+        for average, weight in zip(self.average, model.weights, strict=True):
+            moved = tf.where(first, weight, average + (1.0 - decay) * (weight - average))
+            average.assign(tf.where(due, moved, average))
+            weight.assign(tf.where(due, moved, weight))
+
+
+def inference_logits(model, images, flip_tta=False, translate_tta=False):
+    """The logits of standardized images; with flip_tta, the mean of an image's and its mirror's;
+    with translate_tta (airbench's), half those and a quarter each those of the image moved one
+    pixel down and right and one up and left (the border filled in by reflection)."""
+
+    def views(x):
+        logits = model(x, training=False)
+        if flip_tta:
+            logits = (logits + model(tf.image.flip_left_right(x), training=False)) / 2.0
+        return logits
+
+    logits = views(images)
+    if translate_tta:
+        padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode='REFLECT')
+        logits = (logits + (views(padded[:, :-2, :-2]) + views(padded[:, 2:, 2:])) / 2.0) / 2.0
     return logits
 
 
-def has_average(path):
-    """Whether the checkpoint at `path` holds a weight average."""
-    return any(name.startswith(AVERAGED_MODEL + '/') for name, _ in tf.train.list_variables(path))
-
-
-def restore_for_inference(path, model, **others):
-    """Restores into `model` the weights eval and prediction use: the weight average when the
-    checkpoint holds one, else the trained weights. `others` are more objects to restore."""
-    key = AVERAGED_MODEL if has_average(path) else 'model'
-    return tf.train.Checkpoint(**{key: model}, **others).restore(path).expect_partial()
+def has_average(path, key=AVERAGED_MODEL):
+    """Whether the checkpoint at `path` holds a weight average (key=LOOKAHEAD: a lookahead average)."""
+    return any(name.startswith(key + '/') for name, _ in tf.train.list_variables(path))

@@ -10,25 +10,14 @@ texts are read here too.
 """
 
 import dataclasses
-import importlib.util
 import json
 import os
 
-import cifar_input
-import resnet_model
+from resnet_cifar import json_files
+from resnet_cifar.choices import DATA_SOURCES, EVAL_SPLITS, PRESETS_DIR, is_preset_file, preset_names
+from resnet_cifar.datasets import CLASS_NAMES, DATASETS, data_patterns
 from resnet_cifar.errors import UserError
-from resnet_model import HParamsError
-
-
-def _presets_dir():
-    """hparams/: installed as resnet_cifar.hparams, or beside the package in a checkout."""
-    spec = importlib.util.find_spec('resnet_cifar.hparams')
-    installed = [path for path in (spec.submodule_search_locations if spec else ()) if os.path.isdir(path)]
-    return installed[0] if installed else os.path.join(os.path.dirname(os.path.dirname(__file__)), 'hparams')
-
-
-PRESETS_DIR = _presets_dir()
-EVAL_SPLITS = ('test', 'validation')
+from resnet_cifar.hparams_check import DEFAULT_HPARAMS, HParams, HParamsError, make_hparams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +32,22 @@ class DataSettings:
     validation_size: int = 0  # the last N training images are the validation split
     seed: int = 0  # weight initialization, data order and augmentation
 
+    def __post_init__(self):
+        """The flags' rules, for values from Python and from a saved run as well."""
+        if self.data_source not in DATA_SOURCES:
+            raise UserError(f'expected one of {", ".join(DATA_SOURCES)}, got {self.data_source!r}', 'data_source')
+        for name in ('train_data_path', 'eval_data_path', 'tfds_data_dir'):
+            if not isinstance(getattr(self, name), str | None):
+                raise UserError(f'expected a path, got {getattr(self, name)!r}', name)
+        if not _is_int(self.validation_size) or self.validation_size < 0:
+            raise UserError(f'expected an integer >= 0, got {self.validation_size!r}', 'validation_size')
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+            raise UserError(f'expected an integer from 0 to {2**32 - 1}, got {self.seed!r}', 'seed')
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
@@ -51,7 +56,7 @@ class RunConfig:
     log_root: str  # the run's folder: hparams.json, checkpoints, summaries
     dataset: str = 'cifar10'
     preset: str = 'resnet32'  # the name the hparams came from, for logs and messages
-    hparams: resnet_model.HParams = resnet_model.DEFAULT_HPARAMS
+    hparams: HParams = DEFAULT_HPARAMS
     data: DataSettings = DataSettings()
     # This invocation's options; not saved with the run.
     train_dir: str | None = None  # training summaries; None: LOG_ROOT/train
@@ -68,12 +73,7 @@ class RunConfig:
     sync_batch_norm: bool = False  # batch-norm statistics over the global batch
 
     def __post_init__(self):
-        if self.dataset not in cifar_input.DATASETS:
-            raise UserError(f'expected one of {", ".join(cifar_input.DATASETS)}, got {self.dataset!r}', 'dataset')
-        if self.hparams.num_classes != self.num_classes:
-            raise HParamsError(
-                f'hparam num_classes: follows dataset ({self.dataset}: {self.num_classes})', mentions=['dataset']
-            )
+        num_classes_of(self.dataset, self.hparams.num_classes)
         if self.eval_split not in EVAL_SPLITS:
             raise UserError(f'expected test or validation, got {self.eval_split!r}', 'eval_split')
         for name in ('checkpoint_every_steps', 'keep_checkpoints', 'summary_every_steps', 'eval_every_steps'):
@@ -84,18 +84,18 @@ class RunConfig:
 
     @property
     def num_classes(self):
-        return cifar_input.DATASETS[self.dataset].num_classes
+        return DATASETS[self.dataset].num_classes
 
     @property
     def class_names(self):
-        return cifar_input.CLASS_NAMES[self.dataset]
+        return CLASS_NAMES[self.dataset]
 
     def network(self):
         """What decides the variables: a checkpoint fits only a run whose network() is equal."""
-        return self.dataset, resnet_model.architecture(self.hparams)
+        return self.dataset, _architecture(self.hparams)
 
     def describe(self):
-        settings = ', '.join(f'{k}={json.dumps(v)}' for k, v in resnet_model.architecture(self.hparams).items())
+        settings = ', '.join(f'{k}={json.dumps(v)}' for k, v in _architecture(self.hparams).items())
         return f'preset {self.preset} on {self.dataset} ({settings})'
 
     def to_json(self):
@@ -108,6 +108,12 @@ class RunConfig:
         }
 
 
+def _architecture(hps):
+    import resnet_model  # here: a configuration is made and checked before TensorFlow starts
+
+    return resnet_model.architecture(hps)
+
+
 def from_json(saved, log_root, source):
     """The RunConfig of a saved run, with this invocation's options at their defaults; `source`
     names the file or checkpoint it was read from, for errors."""
@@ -116,13 +122,15 @@ def from_json(saved, log_root, source):
         log_root=log_root,
         dataset=saved['dataset'],
         preset=saved['preset'],
-        hparams=resnet_model.make_hparams(saved['hparams'], source=source),
+        hparams=make_hparams(saved['hparams'], source=source),
         data=DataSettings(**{k: v for k, v in saved['data'].items() if k in data_fields}),
     )
 
 
 def load_split(config, split):
     """The images and labels of 'train', 'validation' or 'test' that the configuration names."""
+    import cifar_input  # here: a configuration is made and checked before TensorFlow starts
+
     data = config.data
     return cifar_input.load_split(
         config.dataset,
@@ -139,34 +147,23 @@ def load_split(config, split):
 # HParams from presets and overrides.
 
 
-def preset_names():
-    return sorted(f[: -len('.json')] for f in os.listdir(PRESETS_DIR) if f.endswith('.json'))
-
-
 def _read_json(path):
-    try:
-        with open(path) as f:
-            values = json.load(f)
-    except OSError as e:
-        raise HParamsError(f'{path}: cannot read hparams: {e.strerror}') from None
-    except json.JSONDecodeError as e:
-        raise HParamsError(f'{path}: not valid JSON ({e.msg} at line {e.lineno})') from None
-    if not isinstance(values, dict):
-        raise HParamsError(f'{path}: expected a JSON object of hparam names to values')
-    return values
+    return json_files.read_json(path, 'give a JSON object of hparam names to values', key='hparams', error=HParamsError)
 
 
 def load_preset(name_or_path):
     """The preset hparams/NAME.json, or a JSON file of hparam values, over the defaults."""
-    if name_or_path.endswith('.json') or os.sep in name_or_path:
+    if is_preset_file(name_or_path):
         path = name_or_path
+        if os.path.isdir(path):
+            raise HParamsError(f'{path} is a folder; give a JSON file of hparam values', 'hparams')
         if not os.path.isfile(path):
             raise HParamsError(f'no such file {path}', 'hparams')
     else:
         path = os.path.join(PRESETS_DIR, name_or_path + '.json')
         if not os.path.isfile(path):
             raise HParamsError(f'unknown preset {name_or_path!r}; presets: {", ".join(preset_names())}', 'hparams')
-    return resnet_model.make_hparams(_read_json(path), source=path)
+    return make_hparams(_read_json(path), source=path)
 
 
 def _parse_value(text):
@@ -197,20 +194,32 @@ def parse_overrides(text):
     return overrides
 
 
-def override(hps, overrides, dataset):
-    """`hps` with `overrides` (a dict) applied; num_classes follows the dataset."""
-    num_classes = cifar_input.DATASETS[dataset].num_classes
-    if overrides.get('num_classes', num_classes) != num_classes:
+def build_hparams(preset='resnet32', overrides=None, dataset='cifar10'):
+    """The HParams of a run: `preset` (a preset's name, a JSON file, or HParams already read, such as
+    a saved run's) with `overrides` on top (a dict, or hparams_override's `key=value,...` text);
+    num_classes follows `dataset`. The one assembly the command line, new_run and the scripts use."""
+    hps = load_preset(preset) if isinstance(preset, str) else preset
+    overrides = parse_overrides(overrides) if isinstance(overrides, str) else dict(overrides or {})
+    values = {**hps._asdict(), **overrides, 'num_classes': num_classes_of(dataset, overrides.get('num_classes'))}
+    return make_hparams(values, source='hparams_override')
+
+
+def num_classes_of(dataset, asked=None):
+    """The dataset's number of classes, which num_classes follows: an unknown dataset, or another
+    `asked` number of classes, is refused."""
+    if dataset not in DATASETS:
+        raise UserError(f'expected one of {", ".join(DATASETS)}, got {dataset!r}', 'dataset')
+    num_classes = DATASETS[dataset].num_classes
+    if asked is not None and asked != num_classes:
         raise HParamsError(f'hparam num_classes: follows dataset ({dataset}: {num_classes})', mentions=['dataset'])
-    values = {**hps._asdict(), **overrides, 'num_classes': num_classes}
-    return resnet_model.make_hparams(values, source='hparams_override')
+    return num_classes
 
 
 def data_settings(dataset, data_dir=None, **settings):
-    """DataSettings whose file patterns follow from `data_dir` (see cifar_input.data_patterns),
+    """DataSettings whose file patterns follow from `data_dir` (see datasets.data_patterns),
     unless `settings` gives them."""
     if data_dir:
-        train_pattern, eval_pattern = cifar_input.data_patterns(dataset, data_dir)
+        train_pattern, eval_pattern = data_patterns(dataset, data_dir)
         settings['train_data_path'] = settings.get('train_data_path') or train_pattern
         settings['eval_data_path'] = settings.get('eval_data_path') or eval_pattern
     return DataSettings(**settings)
@@ -219,6 +228,6 @@ def data_settings(dataset, data_dir=None, **settings):
 def new_run(log_root, preset='resnet32', dataset='cifar10', overrides=None, data_dir=None, data=None, **options):
     """The configuration of a new run: a preset (name or JSON file) with `overrides`, images from
     `data_dir` or `data` (DataSettings), and this invocation's `options` (RunConfig's fields)."""
-    hps = override(load_preset(preset), dict(overrides or {}), dataset)
+    hps = build_hparams(preset, overrides, dataset)
     data = data or data_settings(dataset, data_dir)
     return RunConfig(log_root=log_root, dataset=dataset, preset=preset, hparams=hps, data=data, **options)

@@ -1,23 +1,26 @@
 """The run folder LOG_ROOT: its hparams.json, its checkpoints, and the one check a checkpoint
 passes before resume, eval, predict or export uses it.
 
-Every checkpoint carries the run's configuration (`run_config`), so a folder's checkpoints say
-which network they hold even without hparams.json.
+The checkpoints on disk are the truth. Every checkpoint carries the run's configuration
+(`run_config`), so a folder's checkpoints say which network they hold even without hparams.json,
+and hparams.json must agree with the newest of them. The `checkpoint` index file only says which
+checkpoint is newest: a missing, empty or garbled index, or one naming checkpoints whose files are
+gone, never makes a run with checkpoints start again; a resume rebuilds it from the files.
 """
 
 import json
 import os
-import socket
+import re
 import time
 
 import tensorflow as tf
 from absl import logging
 
-from resnet_cifar import run_config
+from resnet_cifar import atomic_write, checkpoint_index, json_files, saved_config
+from resnet_cifar.checkpoint_index import CHECKPOINT_NAME, INDEX, on_disk, step_of
 from resnet_cifar.errors import UserError
 
 RUN_CONFIG = 'hparams.json'
-OWNER = 'owner.json'
 # The data settings that decide which images are training images, and in which order.
 TRAINING_IMAGES = ('data_source', 'train_data_path', 'validation_size', 'seed')
 CONFIG_KEY = 'run_config/.ATTRIBUTES/VARIABLE_VALUE'
@@ -31,57 +34,44 @@ class WriteError(RunError):
     """A write into the run failed: a full disk, a quota, a read-only or vanished folder, an I/O error."""
 
 
+def reason(error):
+    """The first line of an OSError's or a TensorFlow OpError's message, without TensorFlow's
+    `{{function_node ...}}` decorations."""
+    text = getattr(error, 'strerror', None) or getattr(error, 'message', None) or str(error)
+    text = re.sub(r'\{\{function_node [^{}]*\}\}|\[Op:\w+\]( name: \S*)?', '', text).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def write_failed(path, error, newest=None):
     """The WriteError for `error` (an OSError or a TensorFlow OpError) while writing `path`;
     `newest` names the newest complete checkpoint, which a run started again resumes from."""
-    reason = (getattr(error, 'strerror', None) or getattr(error, 'message', None) or str(error)).splitlines()[0]
     resume = f'; the newest complete checkpoint is {newest}' if newest else ''
     return WriteError(
-        f'cannot write {path}: {reason}{resume}; free space or fix the folder, then run the same command again'
+        f'cannot write {path}: {reason(error)}{resume}; free space or fix the folder, then run the same command again'
     )
 
 
 def write_json(path, values, newest=None):
-    """Writes atomically, so a reader never sees half a file; `newest` names the newest complete
-    checkpoint, for the error when the write fails."""
-    tmp = f'{path}.tmp-{os.getpid()}'
+    """Writes atomically, so a reader never sees half a file, each list of numbers on one line (a
+    confusion matrix reads as rows); `newest` names the newest complete checkpoint, for the error
+    when the write fails."""
+    # A list that json.dumps spread over lines ('[' then a newline, never inside a string), with no strings in it.
+    text = re.sub(r'\[\n[^\[\]{}"]*\]', lambda m: json.dumps(json.loads(m.group())), json.dumps(values, indent=2))
     try:
-        with open(tmp, 'w') as f:
-            json.dump(values, f, indent=2)
-            f.write('\n')
-        os.replace(tmp, path)
+        atomic_write.write_text(path, text + '\n')
     except OSError as e:
         raise write_failed(path, e, newest) from None
-    finally:  # a failed or interrupted write leaves no partial file
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def read_config(log_root):
-    """The RunConfig that LOG_ROOT/hparams.json saved, or None for a new run."""
-    path = os.path.join(log_root, RUN_CONFIG)
-    if not os.path.exists(path):
-        return None
-    try:
-        return run_config.from_json(read_json(path), log_root, source=path)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunError(
-            f'{path}: unreadable run configuration ({e}); move it away or use another log_root', mentions=['log_root']
-        ) from None
-
-
-def write_config(config):
-    path = os.path.join(config.log_root, RUN_CONFIG)
-    write_json(path, config.to_json(), newest=tf.train.latest_checkpoint(config.log_root) or 'none')
+def read_json(path, way_out='fix it or move it away', expected=dict):
+    """The JSON value of a file the project wrote, checked (json_files.read_json)."""
+    return json_files.read_json(path, way_out, expected)
 
 
 def make_dir(path, key):
     """Creates the folder (the setting `key` names) and checks it can be written, before any work."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise RunError(f'{path} is a file, not a folder; give a folder', key)
     try:
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f'.write-test-{os.getpid()}')
@@ -93,35 +83,150 @@ def make_dir(path, key):
 
 
 # ---------------------------------------------------------------------------
-# Checkpoints.
+# hparams.json: what the run is, checked against its newest checkpoint.
+
+
+def read_config(log_root):
+    """The RunConfig of the run in LOG_ROOT, or None for a new run: hparams.json, checked key by
+    key and against the configuration the newest checkpoint holds; without hparams.json, that
+    checkpoint's configuration."""
+    if os.path.exists(log_root) and not os.path.isdir(log_root):
+        raise RunError(f'{log_root} is a file, not a folder; give a folder', 'log_root')
+    path = os.path.join(log_root, RUN_CONFIG)
+    newest = _newest_configured(log_root)
+    way_out = (
+        f'move {RUN_CONFIG} away to go on with the configuration {newest[0]} holds (flags you give still apply)'
+        if newest
+        else 'fix it, move it away to start afresh, or use another log_root'
+    )
+    try:
+        saved = json_files.read_json(path, way_out, dict, mentions=['log_root'])
+    except FileNotFoundError:
+        if newest:
+            logging.warning('%s is missing: using the configuration of %s', path, newest[0])
+            return newest[1]
+        return None
+    config = saved_config.parse(saved, log_root, path, way_out)
+    if newest:
+        _check_agreement(path, config, *newest, way_out)
+    return config
+
+
+def _newest_configured(log_root):
+    """(path, RunConfig) of the newest checkpoint on disk whose configuration can be read, or None."""
+    for path in on_disk(log_root):
+        try:
+            config = checkpoint_config(path)
+        except (tf.errors.OpError, UserError, ValueError, IndexError, OSError):
+            continue  # damaged: resume, eval and predict each say so in their words
+        if config:
+            return path, config
+    return None
+
+
+def _flat(config):
+    values = config.to_json()
+    return {
+        'dataset': values['dataset'],
+        'preset': values['preset'],
+        **{f'hparams.{key}': value for key, value in values['hparams'].items()},
+        **{f'data.{key}': value for key, value in values['data'].items()},
+    }
+
+
+def _check_agreement(path, config, checkpoint, checkpoint_config_, way_out):
+    ours, theirs = _flat(config), _flat(checkpoint_config_)
+    for key, value in ours.items():
+        if theirs[key] != value:
+            raise RunError(
+                f'{path}: {key} is {json.dumps(value)}, but {checkpoint}, the newest checkpoint, holds '
+                f'{json.dumps(theirs[key])}; {way_out}',
+                mentions=['log_root'],
+            )
+
+
+def write_config(config):
+    """Writes hparams.json of a new run, before its first checkpoint."""
+    path = os.path.join(config.log_root, RUN_CONFIG)
+    write_json(path, config.to_json(), newest=(checkpoints(config.log_root) or ['none'])[0])
+
+
+def record_config(manager):
+    """Writes hparams.json beside the checkpoint `manager` (a tf.train.CheckpointManager) has just
+    saved, from the configuration that checkpoint holds, so the two agree; a resume that changes
+    settings thus records them with its first checkpoint."""
+    path = os.path.join(manager.directory, RUN_CONFIG)
+    write_json(path, json.loads(manager.checkpoint.run_config.numpy()), newest=manager.latest_checkpoint)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints: the files on disk, and the index.
 
 
 def checkpoints(log_root):
-    """The checkpoints of the folder, newest first. One is listed only once it is completely
-    written: the `checkpoint` index file is replaced atomically after the data."""
-    state = tf.train.get_checkpoint_state(log_root)
-    return list(reversed(state.all_model_checkpoint_paths)) if state else []
+    """The checkpoints of the folder, newest first: those the index names, when it is sound (a
+    checkpoint is named only once completely written: the index is replaced atomically after the
+    data); else those on disk."""
+    named, problem = checkpoint_index.read_index(log_root)
+    if problem:
+        return on_disk(log_root)
+    return [path for path in named if os.path.exists(path + '.index')]
+
+
+def newest_first(log_root):
+    """The folder's checkpoints one by one, newest first, listed again after each: a trainer that
+    rotates its checkpoints may delete one before it is read, and meanwhile save a newer one."""
+    tried = set()
+    while True:
+        fresh = [path for path in checkpoints(log_root) if path not in tried]
+        if not fresh:
+            return
+        tried.add(fresh[0])
+        yield fresh[0]
+
+
+def watch(log_root, timeout, interval=1):
+    """Each new newest checkpoint as it appears, until `timeout` seconds pass without one. As
+    tf.train.checkpoints_iterator, which raises on an empty index and cannot see past a damaged one."""
+    last, waited_since = None, time.time()
+    while time.time() - waited_since <= timeout:
+        newest = (checkpoints(log_root) or [None])[0]
+        if newest and newest != last:
+            last = newest
+            yield newest
+            waited_since = time.time()
+        else:
+            time.sleep(interval)
 
 
 def unreadable(path):
     """Why the checkpoint at `path` cannot be read, or None. Reads every tensor, so a truncated
     or corrupted file shows here rather than halfway through a restore."""
+    if os.path.isdir(path):
+        return f'{path} is a folder, not a checkpoint ({CHECKPOINT_NAME}-STEP in a run folder)'
+    if not os.path.exists(path + '.index'):
+        return f'{path}: no such checkpoint (no {os.path.basename(path)}.index there)'
     try:
         reader = tf.train.load_checkpoint(path)
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
     except (tf.errors.OpError, ValueError, IndexError, OSError) as e:  # a truncated tensor raises IndexError
-        return f'{path} is unreadable ({getattr(e, "message", e)})'.splitlines()[0]
+        return f'{path} is unreadable ({reason(e)})'
     return None
 
 
 def checkpoint_config(path):
-    """The RunConfig a (readable) checkpoint of this trainer carries, or None for another writer's."""
+    """The RunConfig a (readable) checkpoint of this trainer carries, checked as hparams.json is,
+    or None for another writer's."""
     reader = tf.train.load_checkpoint(path)
     if not reader.has_tensor(CONFIG_KEY):
         return None
-    log_root = os.path.dirname(path)
-    return run_config.from_json(json.loads(reader.get_tensor(CONFIG_KEY)), log_root, source=path)
+    way_out = 'the checkpoint is damaged: move its files away, or use another log_root'
+    try:
+        saved = json.loads(reader.get_tensor(CONFIG_KEY))
+    except (ValueError, RecursionError):
+        raise RunError(f'{path}: its run configuration is not valid JSON; {way_out}', mentions=['log_root']) from None
+    return saved_config.parse(saved, os.path.dirname(path), path, way_out)
 
 
 def foreign(path, config=None):
@@ -142,9 +247,12 @@ def checkpoint_problem(path, config=None):
 
 def usable(paths, purpose, config=None):
     """The checkpoints of `paths` that pass the check, in order, for `purpose` ('evaluate').
-    An unreadable one is skipped with a warning (another may serve); a foreign one stops
-    everything, since the folder holds another run."""
+    One deleted meanwhile (by a trainer's rotation) or unreadable is skipped (another may serve);
+    a foreign one stops everything, since the folder holds another run."""
     for path in paths:
+        if not os.path.exists(path + '.index'):
+            logging.info('skipping %s: deleted by the trainer before it could be read', path)
+            continue
         problem = unreadable(path)
         if problem:
             logging.warning('skipping %s', problem)
@@ -155,23 +263,62 @@ def usable(paths, purpose, config=None):
         yield path
 
 
-def resume_checkpoint(config):
-    """The newest checkpoint in log_root, or None for a fresh start; refused with a way out if it
-    is damaged or foreign, since resuming from an older one would silently drop steps."""
-    paths = checkpoints(config.log_root)
-    if not paths:
+def resume_checkpoint(config, repair=True):
+    """The checkpoint a training run resumes from: the newest complete, readable one on disk, or
+    None for a fresh start. When the index does not name it, the index is rebuilt (with `repair`:
+    the writer of the folder) and a warning says what was found. A damaged or foreign newest
+    checkpoint is refused with a way out: resuming from an older one would drop steps, and its
+    next save would replace the damaged files."""
+    log_root = config.log_root
+    found = on_disk(log_root)
+    named, index_problem = checkpoint_index.read_index(log_root)
+    if not found:
+        if named:
+            raise RunError(
+                f'cannot resume: {index_problem}; put the checkpoint files back, or move {INDEX} away to start '
+                'again from step 0',
+                mentions=['log_root'],
+            )
         return None
-    problem = checkpoint_problem(paths[0], config)
-    if problem is None:
-        _check_same_training_images(paths[0], config)
-        return paths[0]
-    older = [path for path in paths[1:] if checkpoint_problem(path, config) is None]
-    way_out = (
-        f'{older[0]} is usable: move the files of {os.path.basename(paths[0])}.* away to resume from it'
-        if older
-        else 'no earlier checkpoint is usable: use another log_root'
+    newest_named = None if index_problem else step_of(named[0])
+    for path in found:
+        problem = unreadable(path)
+        if problem and newest_named is not None and step_of(path) > newest_named:
+            logging.info('ignoring %s: a save that did not finish (the index never named it)', path)
+            continue
+        problem = problem or foreign(path, config)
+        if problem:
+            raise RunError(f'cannot resume: {problem}; {_way_out(path, found, config)}', mentions=['log_root'])
+        break
+    if index_problem or named[0] != path:
+        why = index_problem or f'{os.path.join(log_root, INDEX)} names {os.path.basename(named[0])}'
+        logging.warning(
+            '%s; resuming from %s, the newest complete checkpoint of the %d in the folder%s',
+            why,
+            path,
+            len(found),
+            ', and rebuilding the index' if repair else '',
+        )
+        if repair:
+            try:
+                checkpoint_index.rebuild(log_root, [p for p in found if step_of(p) <= step_of(path)])
+            except (tf.errors.OpError, OSError) as e:
+                raise write_failed(os.path.join(log_root, INDEX), e, path) from None
+    if repair:
+        checkpoint_index.remove_unfinished_saves(log_root)
+    _check_same_training_images(path, config)
+    return path
+
+
+def _way_out(refused, found, config):
+    older = (path for path in found if step_of(path) < step_of(refused) and not checkpoint_problem(path, config))
+    usable_one = next(older, None)
+    if usable_one:
+        return f'{usable_one} is usable: move the files of {os.path.basename(refused)}.* away to resume from it'
+    return (
+        f'no earlier checkpoint is usable: move the {CHECKPOINT_NAME}-* files and {INDEX} away to start again from '
+        'step 0, or use another log_root'
     )
-    raise RunError(f'cannot resume: {problem}; {way_out}', mentions=['log_root'])
 
 
 def _check_same_training_images(path, config):
@@ -186,107 +333,3 @@ def _check_same_training_images(path, config):
             'are training images; drop that setting, or use another log_root',
             mentions=[*changed, 'log_root'],
         )
-
-
-# ---------------------------------------------------------------------------
-# One writer per folder: the owner record.
-
-
-def _boot_id():
-    try:
-        with open('/proc/sys/kernel/random/boot_id') as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _process_start(pid):
-    """When process `pid` started, in clock ticks since boot (Linux), or None: with the boot id it
-    tells a live owner from a later process that was given the same id."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return int(f.read().rsplit(')', 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _still_running(record):
-    """Whether the recorded owner runs: True, False, or None when this host cannot tell (another host)."""
-    if record.get('host') != socket.gethostname():
-        return None
-    if record.get('boot_id') != _boot_id():
-        return False  # the machine restarted since
-    try:
-        os.kill(record['pid'], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process
-    start = _process_start(record['pid'])
-    return start is None or record.get('process_start') in (None, start)
-
-
-class Ownership:
-    """`with Ownership(folder, mode, key):` makes this process the one writer of `folder`, recorded
-    in FOLDER/owner.json (process id, host, start time, mode). A second writer is refused before
-    it writes anything; a record left by a process that is gone is taken over with a warning."""
-
-    def __init__(self, folder, mode, key):
-        self.folder, self.mode, self.key = folder, mode, key
-        self.path = os.path.join(folder, OWNER)
-
-    def __enter__(self):
-        make_dir(self.folder, self.key)
-        mine = {
-            'pid': os.getpid(),
-            'host': socket.gethostname(),
-            'started': time.strftime('%Y-%m-%d %H:%M:%S %Z'),
-            'mode': self.mode,
-            'boot_id': _boot_id(),
-            'process_start': _process_start(os.getpid()),
-        }
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._refuse_or_take_over()
-                continue
-            except OSError as e:
-                raise write_failed(self.path, e) from None
-            try:
-                with os.fdopen(fd, 'w') as f:
-                    json.dump(mine, f, indent=2)
-            except OSError as e:
-                os.remove(self.path)
-                raise write_failed(self.path, e) from None
-            return self.folder
-
-    def _refuse_or_take_over(self):
-        try:
-            record = read_json(self.path)
-        except (OSError, ValueError):  # being written this instant, or left half-written by a crash
-            if time.time() - os.path.getmtime(self.path) < 5:
-                time.sleep(0.2)
-                return
-            record = {'pid': '?', 'host': '?', 'started': '?', 'mode': '?'}
-            running = False
-        else:
-            running = _still_running(record)
-        owner = f'{record["mode"]} process {record["pid"]} on {record["host"]}, started {record["started"]}'
-        if running is False:
-            logging.warning('%s: taking it over from %s, which is no longer running', self.folder, owner)
-            os.remove(self.path)
-            return
-        unsure = f'; if that process is gone, remove {self.path}' if running is None else ''
-        raise RunError(
-            f'{self.folder} is in use by {owner}; wait for it to finish, or use another {self.key}{unsure}',
-            self.key,
-            [self.key],
-        )
-
-    def __exit__(self, *exc):
-        try:
-            if read_json(self.path).get('pid') == os.getpid():
-                os.remove(self.path)
-        except (OSError, ValueError):
-            pass  # gone with its folder, or taken over: nothing of ours to remove

@@ -1,27 +1,31 @@
-"""Using a trained model: class probabilities for image files, and a SavedModel export.
+"""Using a trained model: class probabilities for image files, and its export (export_formats.py).
 
 The checkpoint says which network it holds, so neither needs the run's settings repeated.
 """
 
 import collections
 import os
-import shutil
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 import cifar_input
-import resnet_model
-from resnet_cifar import recipe, run_folder
+from resnet_cifar import atomic_write, export_formats, portable_model, recipe, restore, run_folder
 from resnet_cifar.run_folder import RunError
 
 Predictions = collections.namedtuple('Predictions', 'names probabilities labels class_names')
 
 
 def load(log_root=None, checkpoint=None):
-    """The Keras model of `checkpoint`, or of the newest readable checkpoint in log_root, and the
-    RunConfig it was trained with."""
+    """(model, config): the trained network of `checkpoint`, or of the newest readable checkpoint
+    in log_root (its weight average, when it holds one), and the RunConfig it was trained with.
+
+    `model` is the Keras model that trains: it takes float32 images [N, 32, 32, 3] standardized
+    per image (`cifar_input.standardize(uint8_images)`) and returns logits [N, num_classes].
+    Predict's probabilities are `tf.nn.softmax(recipe.inference_logits(model, standardized,
+    config.hparams.flip_tta))`. It holds this project's layers: for a model that loads without
+    the project, use export() or `portable_model.build(model, config.hparams)`."""
     if checkpoint:
         problem = run_folder.checkpoint_problem(checkpoint)
         if problem:
@@ -30,13 +34,14 @@ def load(log_root=None, checkpoint=None):
     else:
         paths = run_folder.checkpoints(log_root)
         if not paths:
-            raise RunError(f'no checkpoint in {log_root}; train first, or pass checkpoint', 'log_root', ['checkpoint'])
+            raise RunError(
+                f'{log_root} holds no checkpoints; train first, or give one with checkpoint', 'log_root', ['checkpoint']
+            )
         path = next(run_folder.usable(paths, 'use it'), None)
         if path is None:
             raise RunError(f'no readable checkpoint in {log_root}', 'log_root')
     config = run_folder.checkpoint_config(path)
-    model = resnet_model.ResNet(config.hparams).build_model()
-    recipe.restore_for_inference(path, model).assert_existing_objects_matched()
+    model = restore.restore_model(path, config.hparams)
     logging.info('using %s', path)
     return model, config
 
@@ -51,7 +56,11 @@ def predict(image_paths, log_root=None, checkpoint=None, batch_size=100):
     images = tf.stack([image for _, image, _ in examples])
     probabilities = tf.concat(
         [
-            tf.nn.softmax(recipe.inference_logits(model, cifar_input.standardize(batch), config.hparams.flip_tta))
+            tf.nn.softmax(
+                recipe.inference_logits(
+                    model, cifar_input.standardize(batch), config.hparams.flip_tta, config.hparams.translate_tta
+                )
+            )
             for batch in tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
         ],
         axis=0,
@@ -78,40 +87,23 @@ def describe(predictions, top_k=3):
     return lines
 
 
-def export(export_dir, log_root=None, checkpoint=None):
-    """Writes a SavedModel: uint8 images [N, H, W, 3] in (resized to 32x32 as predict does), class
-    probabilities, ids and names out.
+def export(export_dir, log_root=None, checkpoint=None, export_format='saved_model'):
+    """Writes the trained model into the new folder export_dir, in export_format (export_formats.FILES):
+    a SavedModel, or model.keras, model.tflite or model.onnx with class_names.txt beside it, each
+    computing predict's probabilities from uint8 images (docs/export.md). Whole or not at all.
     Returns the RunConfig of the exported checkpoint."""
+    export_formats.check_format(export_format)
     if not export_dir:
-        raise RunError('give a new folder for the SavedModel', 'export_dir')
-    if os.path.exists(export_dir) and os.listdir(export_dir):
-        raise RunError(f'{export_dir} is not empty; give a new folder (nothing is overwritten)', 'export_dir')
+        raise RunError('give a new folder to export into', 'export_dir')
+    if os.path.exists(export_dir) and not (os.path.isdir(export_dir) and not os.listdir(export_dir)):
+        raise RunError(
+            f'{export_dir} exists and is not an empty folder; give a new folder (nothing is overwritten)', 'export_dir'
+        )
     model, config = load(log_root, checkpoint)
-    module = tf.Module()
-    module.model = model
-    module.class_names = tf.constant(config.class_names)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')])
-    def serve(images):
-        """Resized to 32x32 as predict does, the trainer's eval preprocessing, the network (with
-        flip_tta, averaged with the mirror image's logits), a softmax."""
-        images = tf.cond(tf.reduce_all(tf.shape(images)[1:3] == 32), lambda: images, lambda: cifar_input.resize(images))
-        logits = recipe.inference_logits(model, cifar_input.standardize(images), config.hparams.flip_tta)
-        probabilities = tf.nn.softmax(logits)
-        class_ids = tf.argmax(probabilities, axis=1, output_type=tf.int32)
-        return {
-            'probabilities': probabilities,
-            'class_ids': class_ids,
-            'class_names': tf.gather(module.class_names, class_ids),
-        }
-
-    module.serve = serve
-    staging = f'{os.path.normpath(export_dir)}.tmp-{os.getpid()}'  # a failed export leaves no half folder
+    portable = portable_model.build(model, config.hparams)
     try:
-        tf.saved_model.save(module, staging, signatures={'serving_default': serve})
-        os.replace(staging, export_dir)
-    except OSError as e:
-        raise RunError(f'cannot write {export_dir}: {e.strerror}', 'export_dir') from None
-    finally:  # failed or interrupted: no half folder stays
-        shutil.rmtree(staging, ignore_errors=True)
+        with atomic_write.staged(export_dir) as staging:
+            export_formats.write(portable, config.class_names, staging, export_format)
+    except (OSError, tf.errors.OpError) as e:
+        raise run_folder.write_failed(export_dir, e) from None
     return config

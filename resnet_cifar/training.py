@@ -2,8 +2,9 @@
 
     result = training.train(config)    # config: a run_config.RunConfig
 
-The loop in `train` reads top to bottom: set up or resume, then take a step; every N steps log;
-every N save a checkpoint; every N evaluate; stop when asked (SIGINT, SIGTERM) or done.
+`train` reads top to bottom: the training state and the checkpoints that hold it, a resume, then
+the steps: every N steps a progress line, every N a checkpoint, every N an eval; they end when
+asked (SIGINT, SIGTERM), with the current step saved, or at train_steps.
 """
 
 import collections
@@ -12,9 +13,7 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import sys
-import tempfile
 import time
 
 import keras
@@ -24,26 +23,11 @@ from absl import logging
 
 import cifar_input
 import resnet_model
-from resnet_cifar import devices, evaluation, recipe, run_config, run_folder
+from resnet_cifar import devices, evaluation, fast_network, ownership, recipe, run_config, run_folder, worker_faults
+from resnet_cifar.errors import UserError
 from resnet_cifar.run_folder import RunError
 
 TrainResult = collections.namedtuple('TrainResult', 'step stopped_by')  # stopped_by: a signal's name, or None
-
-
-class StopRequest:
-    """Within `with`, SIGTERM and SIGINT become a request the loop honours after its current step."""
-
-    def __enter__(self):
-        self.signal = None
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def _handle(self, signum, frame):
-        self.signal = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def distributed_train_dataset(strategy, images, labels, hps, seed, start_step):
@@ -60,6 +44,9 @@ def distributed_train_dataset(strategy, images, labels, hps, seed, start_step):
             shard=context.input_pipeline_id,
             replica_batch_size=context.get_per_replica_batch_size(hps.batch_size),
             cutout=hps.cutout,
+            translate=hps.translate,
+            reflect_pad=hps.reflect_pad,
+            alternating_flip=hps.alternating_flip,
         )
 
     return strategy.distribute_datasets_from_function(dataset_fn)
@@ -77,8 +64,8 @@ def _writable_folder(config, chief, mode):
     """A context giving the folder to save into: log_root, owned by this process, for the chief.
     The other workers save too (saving can take part in collectives), into a temporary folder."""
     if chief:
-        return run_folder.Ownership(config.log_root, mode, 'log_root')
-    return tempfile.TemporaryDirectory(prefix='resnet-worker-')
+        return ownership.Ownership(config.log_root, mode, 'log_root')
+    return worker_faults.worker_folder(mode)
 
 
 def _check_finite(manager, model, step, cost):
@@ -107,19 +94,26 @@ def _save(manager, model, step, cost):
                 os.remove(path)
         newest = manager.latest_checkpoint or 'none'
         raise run_folder.write_failed(os.path.join(manager.directory, f'ckpt-{step}'), e, newest) from None
+    run_folder.record_config(manager)
     logging.info('saved %s', path)
     return path
 
 
 def _check_average(path, hps):
-    """A weight average cannot start halfway: it would not be the average of the run."""
-    if hps.ema_decay and not recipe.has_average(path):
-        raise RunError(
-            f'cannot resume with ema_decay={hps.ema_decay}: {path} was trained without a weight average; '
-            'keep ema_decay=0 for this run, or start a new one in another log_root',
-            'ema_decay',
-            ['log_root'],
-        )
+    """A weight average (ema_decay's, or the lookahead's) cannot start halfway: it would not be the
+    average of the run."""
+    averages = (
+        ('ema_decay', hps.ema_decay, recipe.AVERAGED_MODEL, 'a weight average'),
+        ('lookahead_every', hps.lookahead_every, recipe.LOOKAHEAD, 'a lookahead average'),
+    )
+    for key, value, checkpoint_key, average in averages:
+        if value and not recipe.has_average(path, checkpoint_key):
+            raise RunError(
+                f'cannot resume with {key}={value}: {path} was trained without {average}; '
+                f'keep {key}=0 for this run, or start a new one in another log_root',
+                key,
+                ['log_root'],
+            )
 
 
 def _image_summary(images):
@@ -127,6 +121,12 @@ def _image_summary(images):
     low = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
     high = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
     return (images - low) / tf.maximum(high - low, 1e-6)
+
+
+def _duration(seconds):
+    """'HH:MM:SS', with the days in front from 24 hours on: '1d 09:00:13'."""
+    days, rest = divmod(int(max(0, seconds)), 24 * 3600)
+    return (f'{days}d ' if days else '') + time.strftime('%H:%M:%S', time.gmtime(rest))
 
 
 def _report(writer, step, hps, values, images_per_sec, images=None):
@@ -141,7 +141,7 @@ def _report(writer, step, hps, values, images_per_sec, images=None):
         values['precision'],
         values['learning_rate'],
         images_per_sec,
-        time.strftime('%H:%M:%S', time.gmtime(max(0, remaining))),
+        _duration(remaining),
     )
     try:
         with writer.as_default(step=step):
@@ -157,6 +157,120 @@ def _report(writer, step, hps, values, images_per_sec, images=None):
     return writer
 
 
+class _Progress:
+    """Reports progress every summary_every_steps: the progress line and the training summaries,
+    with the first batch's images once. images/sec counts training time only."""
+
+    def __init__(self, writer, strategy, hps, step):
+        self.writer, self.strategy, self.hps = writer, strategy, hps
+        self.images_drawn = False
+        self.start, self.start_step = time.time(), step
+
+    def report(self, step, metrics, batch_images):
+        values = {name: float(value) for name, value in metrics.items()}
+        images_per_sec = (step - self.start_step) * self.hps.batch_size / (time.time() - self.start)
+        first_batch = None if self.images_drawn else self.strategy.experimental_local_results(batch_images)[0]
+        self.writer = _report(self.writer, step, self.hps, values, images_per_sec, first_batch)
+        self.images_drawn = True
+        self.start, self.start_step = time.time(), step
+
+    @contextlib.contextmanager
+    def paused(self):
+        """The time spent in the block (saving, evaluating) is not training time."""
+        paused = time.time()
+        yield
+        self.start += time.time() - paused
+
+
+def _check_batch_divides(batch_size, strategy):
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise RunError(
+            f'hparam batch_size: the global batch {batch_size} does not divide among the {replicas} replicas; '
+            f'use a multiple of {replicas}'
+        )
+
+
+def _checkpoint(train_op, saved_config):
+    """What a checkpoint holds: the training state and the run's configuration (a string variable)."""
+    state = {'model': train_op.model, 'optimizer': train_op.optimizer, 'step': train_op.global_step}
+    if train_op.averaged_model is not None:
+        state[recipe.AVERAGED_MODEL] = train_op.averaged_model
+    if train_op.lookahead is not None:
+        state[recipe.LOOKAHEAD] = train_op.lookahead
+    return tf.train.Checkpoint(**state, run_config=saved_config)
+
+
+def _resume(config, checkpoint, saved_config, chief):
+    """Restores the newest checkpoint of log_root, if there is one, and returns its path."""
+    resume_from = run_folder.resume_checkpoint(config, repair=chief)
+    if resume_from:
+        _check_average(resume_from, config.hparams)
+        checkpoint.restore(resume_from).expect_partial().assert_existing_objects_matched()
+        saved_config.assign(json.dumps(config.to_json()))  # the next checkpoints save this invocation's
+    return resume_from
+
+
+def _complete(config, step, resume_from):
+    """Whether the run resumed at `step` is complete; says so, or that it resumes. A train_steps
+    below the step is refused."""
+    train_steps = config.hparams.train_steps
+    if step > train_steps:
+        raise RunError(f'{train_steps} is below step {step} of {resume_from}', 'train_steps')
+    if step == train_steps:
+        logging.info('%s is complete at step %d; raise train_steps to train it further', config.log_root, step)
+        return True
+    logging.info('resumed from %s at step %d', resume_from, step)
+    return False
+
+
+def _summary_writer(config, chief, on_exit):
+    """The chief writes training summaries into train_dir; the other workers write none."""
+    if not chief:
+        return tf.summary.create_noop_writer()
+    writer = tf.summary.create_file_writer(run_folder.make_dir(config.train_dir, 'train_dir'))
+    on_exit.callback(writer.close)
+    return writer
+
+
+def _evaluate(eval_reporter, model, step, path):
+    """An eval within training: one that fails to report (a full disk, say) warns, and training
+    goes on; checkpoints matter more than an eval, which can be made again from them."""
+    try:
+        eval_reporter(model, step, path)
+    except (UserError, tf.errors.OpError, OSError) as e:
+        if isinstance(e, worker_faults.PEER_LOST):
+            raise  # not the eval's fault: the cluster lost a worker
+        line = e.line() if isinstance(e, UserError) else run_folder.reason(e)
+        logging.warning('eval at step %d failed, training goes on: %s', step, line)
+
+
+def _run_steps(config, train_op, batches, step, manager, progress, eval_reporter, stop):
+    """Takes steps from `step` to train_steps, or until a stop request, after which the step
+    reached is saved; returns it. Saves every checkpoint_every_steps and at the end; with an
+    eval_reporter, saves and evaluates every eval_every_steps and at the end."""
+    train_steps, model = config.hparams.train_steps, train_op.model
+    metrics = saved_step = None
+    while step < train_steps and not stop.signal:
+        batch_images, batch_labels = next(batches)
+        metrics = train_op.train_step(batch_images, batch_labels)
+        step += 1
+        last = step == train_steps
+        if step % config.summary_every_steps == 0 or last:
+            _check_finite(manager, model, step, metrics['cost'])
+            progress.report(step, metrics, batch_images)
+        evaluate_now = eval_reporter is not None and (step % config.eval_every_steps == 0 or last)
+        if step % config.checkpoint_every_steps == 0 or last or evaluate_now:
+            with progress.paused():
+                path = _save(manager, model, step, metrics['cost'])
+                saved_step = step
+                if evaluate_now:
+                    _evaluate(eval_reporter, train_op.eval_model, step, path)
+    if stop.signal and metrics is not None and saved_step != step:
+        _save(manager, model, step, metrics['cost'])
+    return step
+
+
 def train(config, strategy=None, evaluate=False):
     """Trains to train_steps, checkpointing as it goes; resumes from the newest checkpoint.
 
@@ -165,55 +279,35 @@ def train(config, strategy=None, evaluate=False):
     """
     strategy = strategy or tf.distribute.get_strategy()
     hps = config.hparams
-    replicas = strategy.num_replicas_in_sync
-    if hps.batch_size % replicas:
-        raise RunError(
-            f'hparam batch_size: the global batch {hps.batch_size} does not divide among the {replicas} replicas; '
-            f'use a multiple of {replicas}'
-        )
+    _check_batch_divides(hps.batch_size, strategy)
     chief = devices.is_chief(strategy)
     images, labels = run_config.load_split(config, 'train')  # first: a mistake in the data leaves no folder
     mode = 'train_and_eval' if evaluate else 'train'
     with _writable_folder(config, chief, mode) as log_root, contextlib.ExitStack() as on_exit:
-        # The model, its optimizer and step, and the checkpoints that hold them with the run's configuration.
-        keras.utils.set_random_seed(config.data.seed)
-        resnet = resnet_model.ResNet(hps, sync_batch_norm=config.sync_batch_norm)
-        with strategy.scope():
-            model = resnet.build_model()
-        train_step = resnet.build_train_op(strategy, devices.check_xla(config.jit_compile, strategy))
+        on_exit.enter_context(worker_faults.peers_watched(config.log_root))
+        stop = on_exit.enter_context(worker_faults.stop_request(strategy))  # a stop during set-up waits for step 1
+        if evaluate and chief:  # its eval folder too, from the start: an eval started beside it is refused, not it
+            on_exit.enter_context(ownership.Ownership(evaluation.report_dir(config), mode, 'eval_dir'))
+        keras.utils.set_random_seed(config.data.seed)  # the initial weights, before any is made
+        whitening = fast_network.whitening_kernel(images) if hps.whiten else None  # a resume restores its own
+        resnet = resnet_model.ResNet(hps, sync_batch_norm=config.sync_batch_norm, whitening=whitening)
+        train_op = resnet.build_train_op(strategy, devices.check_xla(config.jit_compile, strategy))
         saved_config = tf.Variable(json.dumps(config.to_json()))
-        checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=resnet.optimizer, step=resnet.global_step, run_config=saved_config
-        )
-        if resnet.averaged_model is not None:
-            setattr(checkpoint, recipe.AVERAGED_MODEL, resnet.averaged_model)
+        checkpoint = _checkpoint(train_op, saved_config)
+        resume_from = _resume(config, checkpoint, saved_config, chief)  # first: it may rebuild the index
         manager = tf.train.CheckpointManager(
             checkpoint, log_root, max_to_keep=config.keep_checkpoints, checkpoint_name='ckpt'
         )
-        sys.stdout.write(f'total_params: {resnet_model.count_params(model)}\n')
-        sys.stdout.flush()
-
-        # A fresh start, or a resume from the newest checkpoint.
-        resume_from = run_folder.resume_checkpoint(config)
-        if resume_from:
-            _check_average(resume_from, hps)
-            checkpoint.restore(resume_from).expect_partial().assert_existing_objects_matched()
-            saved_config.assign(json.dumps(config.to_json()))
-            logging.info('resumed from %s', resume_from)
-        step = int(resnet.global_step.numpy())
-        if step > hps.train_steps:
-            raise RunError(f'{hps.train_steps} is below step {step} of {resume_from}', 'train_steps')
-        if resume_from and step == hps.train_steps:
-            logging.info('%s is already complete at step %d; raise train_steps to train it further', log_root, step)
+        step = int(train_op.global_step.numpy())
+        if resume_from and _complete(config, step, resume_from):
             return TrainResult(step, None)
-        if chief:
+
+        sys.stdout.write(f'total_params: {resnet_model.count_params(train_op.model)}\n')
+        sys.stdout.flush()
+        if chief and not resume_from:  # a resumed run's is written with its next checkpoint, which then agrees
             run_folder.write_config(config)
-        evaluator = on_exit.enter_context(evaluation.Evaluator(config, resnet, strategy)) if evaluate else None
-        if chief:
-            writer = tf.summary.create_file_writer(run_folder.make_dir(config.train_dir, 'train_dir'))
-            on_exit.callback(writer.close)
-        else:
-            writer = tf.summary.create_noop_writer()
+        eval_reporter = on_exit.enter_context(evaluation.EvalReporter(config, strategy)) if evaluate else None
+        progress = _Progress(_summary_writer(config, chief, on_exit), strategy, hps, step)
         batches = iter(distributed_train_dataset(strategy, images, labels, hps, config.data.seed, step))
         logging.info(
             'training %s (preset %s) on %d %s images from step %d to %d',
@@ -224,39 +318,9 @@ def train(config, strategy=None, evaluate=False):
             step,
             hps.train_steps,
         )
-
-        saved_step = step if resume_from else None
-        metrics, images_drawn = None, False
-        interval_start, interval_step = time.time(), step  # images/sec counts training time only
-        with StopRequest() as stop:
-            while step < hps.train_steps and not stop.signal:
-                batch_images, batch_labels = next(batches)
-                metrics = train_step(batch_images, batch_labels)
-                step += 1
-                last = step == hps.train_steps
-
-                if step % config.summary_every_steps == 0 or last:
-                    values = {name: float(value) for name, value in metrics.items()}
-                    _check_finite(manager, model, step, values['cost'])
-                    images_per_sec = (step - interval_step) * hps.batch_size / (time.time() - interval_start)
-                    first_batch = None if images_drawn else strategy.experimental_local_results(batch_images)[0]
-                    writer = _report(writer, step, hps, values, images_per_sec, first_batch)
-                    images_drawn = True
-                    interval_start, interval_step = time.time(), step
-
-                evaluate_now = evaluator is not None and (step % config.eval_every_steps == 0 or last)
-                if step % config.checkpoint_every_steps == 0 or last or evaluate_now:
-                    paused = time.time()
-                    path = _save(manager, model, step, metrics['cost'])
-                    saved_step = step
-                    if evaluate_now:
-                        evaluator(step, path)
-                    interval_start += time.time() - paused
-
-            if stop.signal:
-                if metrics is not None and saved_step != step:
-                    _save(manager, model, step, metrics['cost'])
-                logging.info('stopped by %s at step %d; run the same command to resume', stop.signal, step)
-                return TrainResult(step, stop.signal)
-        logging.info('training done at step %d; weights digest %s', step, weights_digest(model))
+        step = _run_steps(config, train_op, batches, step, manager, progress, eval_reporter, stop)
+        if stop.signal:
+            logging.info('stopped by %s at step %d; run the same command to resume', stop.signal, step)
+            return TrainResult(step, stop.signal)
+        logging.info('training done at step %d; weights digest %s', step, weights_digest(train_op.model))
         return TrainResult(step, None)

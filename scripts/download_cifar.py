@@ -9,12 +9,14 @@ the progress bar and the checksum check, against the checksums tensorflow-datase
 
 import os
 import socket
-import sys
 import urllib.parse
 
 from absl import app, flags
 
-flags.DEFINE_enum('dataset', 'cifar10', ['cifar10', 'cifar100'], 'Which archive.')
+from resnet_cifar import datasets, startup
+from resnet_cifar.errors import UserError, exit_on_error
+
+flags.DEFINE_enum('dataset', 'cifar10', list(datasets.DATASETS), 'Which archive.')
 flags.DEFINE_string('data_dir', 'data', 'Where the unpacked folder goes.')
 FLAGS = flags.FLAGS
 
@@ -22,15 +24,12 @@ URLS = {
     'cifar10': 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz',
     'cifar100': 'https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz',
 }
-FOLDERS = {'cifar10': 'cifar-10-batches-bin', 'cifar100': 'cifar-100-binary'}
 
 
 def main(argv):
     del argv
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    import tensorflow_datasets as tfds
-
-    target = os.path.join(FLAGS.data_dir, FOLDERS[FLAGS.dataset])
+    folder = datasets.DATASETS[FLAGS.dataset].folder
+    target = os.path.join(FLAGS.data_dir, folder)
     if os.path.isdir(target) and os.listdir(target):
         print(f'{target} already exists; nothing to do')
         return
@@ -39,8 +38,10 @@ def main(argv):
     try:
         socket.getaddrinfo(host, 443)  # fails at once offline, where the download would retry for minutes
     except OSError as e:
-        sys.stderr.write(f'error: cannot download {url}: offline? ({host}: {e.strerror})\n')
-        sys.exit(1)
+        raise UserError(f'cannot download {url}: offline? ({host}: {e.strerror})') from None
+    startup.setup()  # tensorflow-datasets imports TensorFlow: quietly, as a run does
+    import tensorflow_datasets as tfds
+
     downloads = os.path.join(FLAGS.data_dir, 'downloads')
     manager = tfds.download.DownloadManager(
         download_dir=downloads,
@@ -52,12 +53,11 @@ def main(argv):
         extracted = manager.download_and_extract(url)
     except Exception as e:  # refused, interrupted, or a checksum mismatch: the user needs the reason, in one line
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        sys.stderr.write(f'error: cannot download {url}: {reason}\n')
-        sys.exit(1)
+        raise UserError(f'cannot download {url}: {reason}') from None
     os.makedirs(FLAGS.data_dir, exist_ok=True)
-    os.replace(os.path.join(extracted, FOLDERS[FLAGS.dataset]), target)
+    os.replace(os.path.join(extracted, folder), target)
     print(f'{FLAGS.dataset} is in {target}')
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(exit_on_error(main))

@@ -21,6 +21,8 @@ import os
 import sys
 import types
 
+from resnet_cifar.errors import UserError, exit_on_error
+
 TRAIN_TAGS = ('cost', 'xent', 'Precision', 'learning_rate')
 EVAL_TAGS = ('Precision', 'Best Precision', 'loss')
 
@@ -36,10 +38,6 @@ LABELS = {
 }
 TRAIN_COLORS = {'cost': 'tab:blue', 'xent': 'tab:cyan', 'Precision': 'tab:blue'}
 EVAL_COLOR, BEST_COLOR, LR_COLOR = 'tab:red', 'tab:purple', 'tab:green'
-
-
-class PlotError(Exception):
-    """A user mistake: reported as one line and exit code 2, not a traceback."""
 
 
 def read_scalars(directory, tags):
@@ -196,7 +194,7 @@ def plot(title, train, evaluation, output):
     try:
         fig.savefig(output)
     except (OSError, ValueError) as e:  # a missing folder, no permission, or an extension matplotlib does not know
-        raise PlotError(f'--output: cannot write {output}: {getattr(e, "strerror", None) or e}') from None
+        raise UserError(f'cannot write {output}: {getattr(e, "strerror", None) or e}', 'output') from None
     finally:
         plt.close(fig)
 
@@ -210,16 +208,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if not os.path.isdir(args.log_root):
-        raise PlotError(f'{args.log_root}: no such directory; expected a run directory (resnet_main.py --log_root)')
+        raise UserError(f'{args.log_root}: no such directory; expected a run directory (resnet_main.py --log_root)')
     for flag in ('train_dir', 'eval_dir'):  # given on purpose, so a typo should not pass as "no eval yet"
         if getattr(args, flag) and not os.path.isdir(getattr(args, flag)):
-            raise PlotError(f'--{flag}: no such directory: {getattr(args, flag)}')
+            raise UserError(f'no such directory: {getattr(args, flag)}', flag)
     train_dir = args.train_dir or os.path.join(args.log_root, 'train')
     eval_dir = args.eval_dir or os.path.join(args.log_root, 'eval')
     train = read_scalars(train_dir, TRAIN_TAGS)
     evaluation = read_scalars(eval_dir, EVAL_TAGS)
     if not train and not evaluation:
-        raise PlotError(
+        raise UserError(
             f'nothing to plot in {train_dir} or {eval_dir}: expected TensorBoard event files with cost or Precision '
             '(resnet_main.py writes them there every --summary_every_steps and at each eval)'
         )
@@ -240,8 +238,4 @@ def _without_tensorflow():
 
 if __name__ == '__main__':
     _without_tensorflow()
-    try:
-        main()
-    except PlotError as e:
-        sys.stderr.write(f'error: {e}\n')
-        sys.exit(2)
+    exit_on_error(main, name=lambda key: f'--{key}')()

@@ -1,7 +1,8 @@
 """What several test files share: the real CIFAR-10 subset, a tiny network, runs made in-process
-or as a user makes them, record files, and the check of a one-line user error."""
+or as a user makes them, what a run folder holds, record files, and the check of a one-line user error."""
 
 import dataclasses
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -9,13 +10,20 @@ import sys
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import resnet_cifar
+
+resnet_cifar.setup()  # TensorFlow started as the command line starts it, before the imports below load it
 
 # isort: split
-import resnet_model
-from resnet_cifar import run_config
+import tensorflow as tf  # noqa: E402
+
+from resnet_cifar import datasets, run_config  # noqa: E402
+from resnet_cifar.hparams_check import make_hparams  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUBSET = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'data', 'cifar10-subset'))
+SUBSET = datasets.SHARED_SUBSET
 
 # A ResNet-8 (one unit per stage): the real code paths at a fraction of ResNet-32's cost.
 TINY = {'num_residual_units': 1, 'batch_size': 32}
@@ -44,13 +52,18 @@ def subset():
 
 
 def tiny_hparams(**values):
-    return resnet_model.make_hparams({**TINY, **values})
+    return make_hparams({**TINY, **values})
 
 
 def tiny_config(log_root, subset, overrides=None, seed=0, **options):
     """The configuration of a tiny run on the real subset; `options` are RunConfig's fields."""
     data = run_config.data_settings('cifar10', subset, seed=seed)
     return run_config.new_run(str(log_root), overrides={**TINY, **(overrides or {})}, data=data, **options)
+
+
+def with_steps(config, train_steps, **options):
+    """The same run asked to go on to `train_steps`; `options` are more RunConfig fields to change."""
+    return dataclasses.replace(config, hparams=config.hparams._replace(train_steps=train_steps), **options)
 
 
 @pytest.fixture
@@ -77,23 +90,59 @@ def tiny_train_args(subset, log_root, *args):
     )
 
 
-def run_main(*args, timeout=600):
-    """Runs resnet_main.py as a user would; returns the completed process."""
+def run_script(script, *args, timeout=600, env=None):
+    """Runs SCRIPT (a path in the checkout: 'resnet_main.py', 'scripts/sweep.py') as a user would,
+    in `env` (default: this process's environment); returns the completed process."""
     return subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'resnet_main.py'), *args],
+        [sys.executable, os.path.join(ROOT, script), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        env=env,
     )
 
 
-def assert_user_error(result, *fragments):
-    """A user mistake on the command line: exit code 2, one 'error:' line naming the problem, no traceback."""
+def run_main(*args, timeout=600):
+    """Runs resnet_main.py as a user would; returns the completed process."""
+    return run_script('resnet_main.py', *args, timeout=timeout)
+
+
+def load_script(name):
+    """scripts/NAME.py imported as a module, for calling its functions in-process."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'scripts', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def checkpoint_steps(log_root):
+    """The steps of the checkpoints in a run folder, read from the file names."""
+    return sorted(int(f[len('ckpt-') : -len('.index')]) for f in os.listdir(log_root) if f.endswith('.index'))
+
+
+def summary_tags(directory):
+    """The scalar (tensor) and image tags of the event files in `directory`."""
+    events = EventAccumulator(str(directory), size_guidance={'tensors': 0, 'images': 0})
+    events.Reload()
+    return set(events.Tags()['tensors']) | set(events.Tags()['images'])
+
+
+class TwoReplicas:
+    """Stands in for a strategy over two devices where only the replica count is read before a refusal."""
+
+    num_replicas_in_sync = 2
+
+
+def assert_user_error(result, *fragments, alone=False):
+    """A user mistake on the command line: exit code 2, one 'error:' line naming the problem, no traceback;
+    with `alone`, that line is all of stderr (a script that starts no TensorFlow)."""
     assert result.returncode == 2, result.stderr
     assert 'Traceback' not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
     assert len(errors) == 1, result.stderr
+    if alone:
+        assert result.stderr.strip() == errors[0], result.stderr
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
 
@@ -113,3 +162,34 @@ def write_records(path, labels, images=None, coarse=None):
             if coarse is not None:
                 f.write(bytes([coarse[i]]))
             f.write(bytes([label]) + np.transpose(image, [2, 0, 1]).tobytes())
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    """TensorFlow reports `count` A100s, of which configure_tensorflow() may hide some; returns the
+    devices it was asked to leave visible."""
+    state = {}
+
+    def install(count):
+        state['physical'] = state['visible'] = [
+            tf.config.PhysicalDevice(f'/physical_device:GPU:{i}', 'GPU') for i in range(count)
+        ]
+
+        def listed(device_type=None):
+            return list(state['physical']) if device_type == 'GPU' else real_list(device_type)
+
+        def visible(device_type=None):
+            return list(state['visible']) if device_type == 'GPU' else real_visible(device_type)
+
+        def set_visible(gpus, device_type=None):
+            assert device_type == 'GPU', 'only GPUs are ever hidden'
+            state['visible'] = list(gpus)
+
+        monkeypatch.setattr(tf.config, 'list_physical_devices', listed)
+        monkeypatch.setattr(tf.config, 'get_visible_devices', visible)
+        monkeypatch.setattr(tf.config, 'set_visible_devices', set_visible)
+        monkeypatch.setattr(tf.config.experimental, 'get_device_details', lambda gpu: {'device_name': 'NVIDIA A100'})
+        return state
+
+    real_list, real_visible = tf.config.list_physical_devices, tf.config.get_visible_devices
+    return install

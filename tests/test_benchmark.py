@@ -1,13 +1,14 @@
+"""scripts/benchmark.py as a user runs it: its JSON report, the machine it describes, oneDNN on and
+off, and a mistake in one line."""
+
 import json
 import os
 import platform
-import subprocess
-import sys
 
 import tensorflow as tf
-from conftest import ROOT, TINY_OVERRIDE
+from conftest import TINY_OVERRIDE, assert_user_error, run_script
 
-ISA_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')
+from resnet_cifar import machine
 
 
 def run_benchmark(subset, **env):
@@ -17,19 +18,13 @@ def run_benchmark(subset, **env):
     shows, plus `env`. ONEDNN_VERBOSE=1 makes oneDNN print each kernel it runs.
     """
     environment = {key: value for key, value in os.environ.items() if key != 'TF_ENABLE_ONEDNN_OPTS'}
-    result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, 'scripts', 'benchmark.py'),
-            f'--hparams_override={TINY_OVERRIDE}',
-            f'--data_dir={subset}',
-            '--steps=2',
-            '--warmup=1',
-            '--json',
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_script(
+        'scripts/benchmark.py',
+        f'--hparams_override={TINY_OVERRIDE}',
+        f'--data_dir={subset}',
+        '--steps=2',
+        '--warmup=1',
+        '--json',
         env={**environment, 'ONEDNN_VERBOSE': '1', **env},
     )
     assert result.returncode == 0, result.stderr
@@ -51,29 +46,13 @@ def test_benchmark_emits_every_field_and_trains_on_onednn_by_default(subset):
     assert_describes_this_machine(report)
 
 
-def _cpuinfo():
-    """The model name and flags of this machine's first CPU, read here, not with the code under test."""
-    model, flags = None, set()
-    if os.path.exists('/proc/cpuinfo'):
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                key, _, value = line.partition(':')
-                if key.strip() == 'model name' and model is None:
-                    model = value.strip()
-                if key.strip() == 'flags' and not flags:
-                    flags = set(value.split())
-    return model, flags
-
-
 def assert_describes_this_machine(report):
-    """The machine fields: the CPU model, its instruction sets as /proc/cpuinfo has them, oneDNN's
-    ISA, the thread settings and the GPUs."""
-    model, flags = _cpuinfo()
+    """The machine fields: the CPU model and instruction sets as machine.describe_cpu reads them from
+    /proc/cpuinfo (tested in test_machine.py), oneDNN's ISA, the thread settings and the GPUs."""
+    cpu = machine.describe_cpu(machine.read_cpuinfo())
     assert isinstance(report['cpu_model'], str) and report['cpu_model'].strip(), report['cpu_model']
-    if model:
-        assert report['cpu_model'] == model
-    for flag in ISA_FLAGS:
-        assert report[flag] is (flag in flags), flag
+    assert {key: report[key] for key in cpu} == cpu
+    flags = {flag for flag in machine.CPU_FLAGS if cpu[flag]}
     assert report['cpus'] == os.cpu_count()
     for threads in ('intra_op_threads', 'inter_op_threads'):
         assert isinstance(report[threads], int) and report[threads] >= 0, threads  # 0: TensorFlow's choice
@@ -95,3 +74,8 @@ def test_the_user_can_turn_onednn_off(subset):
     report, output = run_benchmark(subset, TF_ENABLE_ONEDNN_OPTS='0')
     assert report['TF_ENABLE_ONEDNN_OPTS'] == '0'
     assert ',exec,cpu,convolution,' not in output
+
+
+def test_the_benchmark_reports_a_mistake_in_one_line():
+    result = run_script('scripts/benchmark.py', '--hparams=resnet20x', '--steps=1', timeout=300)
+    assert_user_error(result, "--hparams: unknown preset 'resnet20x'")

@@ -1,3 +1,5 @@
+"""cifar_input: the binary records, the splits, and the tf.data pipelines with their augmentation."""
+
 import os
 
 import numpy as np
@@ -7,6 +9,7 @@ from conftest import write_records
 
 import cifar_input
 from cifar_input import DataError
+from resnet_cifar import datasets
 
 
 def _random_images(n, seed=0):
@@ -14,20 +17,13 @@ def _random_images(n, seed=0):
 
 
 def test_real_subset_counts_and_labels(subset):
-    train_pattern, test_pattern = cifar_input.data_patterns('cifar10', subset)
+    train_pattern, test_pattern = datasets.data_patterns('cifar10', subset)
     train = cifar_input.load_split('cifar10', 'binary', 'train', pattern=train_pattern)
     test = cifar_input.load_split('cifar10', 'binary', 'test', pattern=test_pattern)
     assert train[0].shape == (4068, 32, 32, 3) and train[0].dtype == tf.uint8
     assert test[1].shape == (1017,)
     assert test[1].numpy()[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
     assert set(np.unique(train[1].numpy())) == set(range(10))
-
-
-def test_data_dir_may_be_the_archive_parent(tmp_path):
-    nested = tmp_path / 'cifar-10-batches-bin'
-    nested.mkdir()
-    train, test = cifar_input.data_patterns('cifar10', str(tmp_path))
-    assert train == str(nested / 'data_batch_*.bin') and test == str(nested / 'test_batch.bin')
 
 
 def test_eval_dataset_is_standardized_in_order_with_partial_last_batch(subset):
@@ -76,6 +72,30 @@ def test_augmentation_is_a_padded_crop_maybe_flipped():
         assert matches, f'seed {s}: not a crop of the padded image'
         seen.update(matches)
     assert len({k[2] for k in seen}) == 2 and len({k[:2] for k in seen}) > 10
+
+
+def test_cutout_zeroes_one_square_of_the_given_side():
+    image = tf.random.stateless_uniform([32, 32, 3], [0, 0], 1.0, 2.0)  # no zero of its own
+    corners = set()
+    for s in range(20):
+        out = cifar_input.cut_out(image, 8, tf.constant([3, s], tf.int64)).numpy()
+        rows, cols = np.nonzero((out == 0).all(axis=2))
+        assert (out == 0).sum() == 8 * 8 * 3
+        assert rows.max() - rows.min() == 7 and cols.max() - cols.min() == 7
+        np.testing.assert_array_equal(out[out != 0], image.numpy()[out != 0])
+        np.testing.assert_array_equal(out, cifar_input.cut_out(image, 8, tf.constant([3, s], tf.int64)).numpy())
+        corners.add((rows.min(), cols.min()))
+    assert len(corners) > 10
+
+
+def test_training_batches_with_cutout_are_the_same_batches_with_a_square_zeroed():
+    images = tf.random.stateless_uniform([40, 32, 32, 3], [1, 1], 0, 256, dtype=tf.int32)
+    images, labels = tf.cast(images, tf.uint8), tf.range(40) % 10
+    plain = next(iter(cifar_input.train_dataset(images, labels, 8, seed=2, start_step=3)))[0].numpy()
+    cut = next(iter(cifar_input.train_dataset(images, labels, 8, seed=2, start_step=3, cutout=6)))[0].numpy()
+    changed = (plain != cut).any(axis=3)
+    assert (cut[plain != cut] == 0).all()
+    assert [int(changed[i].sum()) for i in range(8)] == [36] * 8
 
 
 def test_validation_split_holds_out_the_last_training_images(subset):

@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import ROOT, as_flags, tiny_config, tiny_train_args
+from workers import Workers
 
 from resnet_cifar import devices, evaluation, run_folder, training
 from resnet_cifar.errors import UserError
@@ -46,51 +46,19 @@ def test_two_replica_checkpoint_evaluates_the_same_on_one_device():
     assert abs(two['loss_sum'] - one['loss_sum']) / one['loss_sum'] < 1e-3
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(('127.0.0.1', 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def _run_workers(*args, workers=2):
-    """resnet_main.py as `workers` processes of one MultiWorkerMirroredStrategy cluster on 127.0.0.1."""
-    cluster = {'worker': [f'127.0.0.1:{port}' for port in _free_ports(workers)]}
-    processes = []
-    for index in range(workers):
-        env = {**os.environ, 'TF_CONFIG': json.dumps({'cluster': cluster, 'task': {'type': 'worker', 'index': index}})}
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, os.path.join(ROOT, 'resnet_main.py'), '--distribution_strategy=multi_worker_mirrored']
-                + list(args),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-                cwd=ROOT,
-            )
-        )
-    results = []
-    for process in processes:
-        stdout, stderr = process.communicate(timeout=600)
-        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
-    return results
-
-
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_workers_train_in_step_and_only_the_chief_writes(subset, tmp_path):
     log_root = tmp_path / 'run'
-    workers = _run_workers(
-        *tiny_train_args(subset, log_root),
-        '--train_steps=20',
-        '--checkpoint_every_steps=10',
-        '--summary_every_steps=5',
-    )
-    for worker in workers:
-        assert worker.returncode == 0, worker.stderr
-    digests = [re.search(r'training done at step 20; weights digest (\w+)', w.stderr).group(1) for w in workers]
+    args = tiny_train_args(subset, log_root, '--train_steps=20', '--checkpoint_every_steps=10')
+    workers = Workers(tmp_path, *args, '--summary_every_steps=5')
+    try:
+        workers.start()
+        assert workers.finish() == [0, 0]
+    finally:
+        workers.kill_all()
+    output = [workers.output(i) for i in (0, 1)]
+    digests = [re.search(r'training done at step 20; weights digest (\w+)', o).group(1) for o in output]
     assert digests[0] == digests[1]
     assert sorted(os.listdir(log_root)) == [
         'checkpoint',
@@ -104,7 +72,7 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(subset, tmp_path):
     assert len(os.listdir(log_root / 'train')) == 1, 'one event file: the chief writes the summaries'
 
     config = dataclasses.replace(run_folder.read_config(str(log_root)), eval_once=True)
-    metrics = evaluation.evaluate(config)
+    metrics = evaluation.evaluate_checkpoints(config)
     assert metrics['step'] == 20 and metrics['num_examples'] == 1017
 
 

@@ -1,5 +1,5 @@
-"""evaluation.evaluate in-process, on the real CIFAR-10 subset: whole splits, the watcher, its
-report, and damaged or foreign checkpoints."""
+"""evaluation.evaluate_checkpoints in-process, on the real CIFAR-10 subset: whole splits, the
+watcher, its report, and damaged or foreign checkpoints."""
 
 import dataclasses
 import json
@@ -12,18 +12,11 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, as_flags, tiny_config, tiny_train_args
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import ROOT, as_flags, summary_tags, tiny_config, tiny_train_args
 
 import cifar_input
 from resnet_cifar import evaluation, run_config, training
 from resnet_cifar.errors import UserError
-
-
-def _tags(directory):
-    events = EventAccumulator(directory, size_guidance={'tensors': 0, 'images': 0})
-    events.Reload()
-    return set(events.Tags()['tensors']) | set(events.Tags()['images'])
 
 
 @pytest.fixture(scope='module')
@@ -35,29 +28,33 @@ def trained(subset, tmp_path_factory):
 
 
 def test_eval_once_covers_the_whole_test_set(trained):
-    metrics = evaluation.evaluate(dataclasses.replace(trained, eval_once=True))
+    metrics = evaluation.evaluate_checkpoints(dataclasses.replace(trained, eval_once=True))
     assert metrics == json.load(open(os.path.join(trained.eval_dir, 'metrics.json')))
     assert metrics['num_examples'] == 1017 and metrics['step'] == 10
     assert metrics['checkpoint'].endswith('ckpt-10')
     assert 0.0 <= metrics['precision'] <= metrics['best_precision'] <= 1.0 and metrics['loss'] > 0
-    assert {'Precision', 'Best Precision', 'loss', 'confusion_matrix'} <= _tags(trained.eval_dir)
+    assert {'Precision', 'Best Precision', 'loss', 'confusion_matrix'} <= summary_tags(trained.eval_dir)
 
 
 def test_eval_reports_per_class_results(trained, tmp_path):
-    metrics = evaluation.evaluate(dataclasses.replace(trained, eval_once=True, eval_dir=str(tmp_path)))
+    metrics = evaluation.evaluate_checkpoints(dataclasses.replace(trained, eval_once=True, eval_dir=str(tmp_path)))
     confusion = np.array(metrics['confusion_matrix'])
     assert confusion.shape == (10, 10) and confusion.sum() == metrics['num_examples'] == 1017
     assert np.trace(confusion) / 1017 == pytest.approx(metrics['precision'])
-    per_class = metrics['per_class_precision']
+    per_class = metrics['per_class_recall']
     assert list(per_class) == cifar_input.CLASS_NAMES['cifar10']
     row = confusion[3]
     assert per_class['cat'] == pytest.approx(row[3] / row.sum(), abs=1e-4)
+    lines = open(tmp_path / 'metrics.json').read().splitlines()
+    assert sum(bool(re.fullmatch(r' *\[\d+(, \d+){9}\],?', line)) for line in lines) == 10, 'a row per line'
 
 
 def test_continuous_eval_stops_after_the_final_checkpoint(trained, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger='absl')
-    metrics = evaluation.evaluate(dataclasses.replace(trained, eval_dir=str(tmp_path), eval_timeout_secs=60))
+    watching = dataclasses.replace(trained, eval_dir=str(tmp_path), eval_timeout_secs=60)
+    metrics = evaluation.evaluate_checkpoints(watching)
     assert metrics['step'] == 10 and 'eval at step 10' in caplog.text
+    assert 'evaluated' not in caplog.text, 'evals of a few seconds print no progress'
 
 
 def test_train_and_eval_writes_metrics(subset, tmp_path, caplog):
@@ -83,10 +80,10 @@ def test_each_split_keeps_its_own_best_and_metrics(trained, tmp_path):
     os.makedirs(eval_dir)
     with open(os.path.join(eval_dir, 'metrics.json'), 'w') as f:
         json.dump({'best_precision': 0.99}, f)  # an earlier test eval's best, above anything ResNet-8 reaches here
-    test = evaluation.evaluate(dataclasses.replace(trained, eval_once=True, eval_dir=eval_dir))
+    test = evaluation.evaluate_checkpoints(dataclasses.replace(trained, eval_once=True, eval_dir=eval_dir))
     assert test['best_precision'] == 0.99
     with_validation = dataclasses.replace(trained.data, validation_size=500)
-    validation = evaluation.evaluate(
+    validation = evaluation.evaluate_checkpoints(
         dataclasses.replace(trained, data=with_validation, eval_once=True, eval_dir=eval_dir, eval_split='validation')
     )
     assert test['split'] == 'test' and validation['split'] == 'validation'
@@ -101,7 +98,7 @@ def test_eval_without_a_checkpoint_gives_up_after_the_timeout(tmp_path):
         str(tmp_path), data=run_config.DataSettings(data_source='synthetic'), eval_timeout_secs=1
     )
     with pytest.raises(UserError) as error:
-        evaluation.evaluate(config)
+        evaluation.evaluate_checkpoints(config)
     line = as_flags(error.value)
     assert 'no usable checkpoint appeared' in line and '--eval_timeout_secs' in line
 
@@ -113,7 +110,7 @@ def test_corrupted_newest_checkpoint_is_skipped_by_eval_and_refused_by_train(sub
     data = tmp_path / 'ckpt-4.data-00000-of-00001'
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
 
-    assert evaluation.evaluate(config)['step'] == 2
+    assert evaluation.evaluate_checkpoints(config)['step'] == 2
     assert re.search(r'skipping .*ckpt-4 is unreadable', caplog.text), caplog.text
 
     with pytest.raises(UserError) as error:
@@ -129,7 +126,7 @@ def test_eval_of_another_dataset_is_refused_before_writing(trained):
         trained.log_root, dataset='cifar100', data=run_config.DataSettings(data_source='synthetic'), eval_once=True
     )
     with pytest.raises(UserError) as error:
-        evaluation.evaluate(other)
+        evaluation.evaluate_checkpoints(other)
     for fragment in ('ckpt-10', 'on cifar10', 'not preset resnet32 on cifar100'):
         assert fragment in str(error.value)
     assert sorted(os.listdir(trained.log_root)) == before
@@ -144,7 +141,7 @@ def test_eval_beside_training_sees_each_checkpoint_once_and_ends_with_it(subset,
     trainer = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, 'resnet_main.py'), *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
     )
-    evaluation.evaluate(tiny_config(log_root, subset, {'train_steps': 12}, eval_timeout_secs=300))
+    evaluation.evaluate_checkpoints(tiny_config(log_root, subset, {'train_steps': 12}, eval_timeout_secs=300))
     assert trainer.wait(timeout=300) == 0
     steps = [int(s) for s in re.findall(r'eval at step (\d+):', caplog.text)]
     assert steps and steps == sorted(set(steps)) and steps[-1] == 12, steps
@@ -155,6 +152,6 @@ def test_eval_once_without_a_checkpoint_fails_at_once_and_writes_nothing(tmp_pat
     config = run_config.new_run(str(tmp_path), data=run_config.DataSettings(data_source='synthetic'), eval_once=True)
     start = time.time()
     with pytest.raises(UserError, match='no checkpoint in') as error:
-        evaluation.evaluate(config)
+        evaluation.evaluate_checkpoints(config)
     assert time.time() - start < 30 and as_flags(error.value).startswith('--log_root: ')
     assert not os.listdir(tmp_path)

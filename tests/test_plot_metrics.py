@@ -1,13 +1,12 @@
 """scripts/plot_metrics.py on event files written the way resnet_main.py writes them (TF2 tf.summary.scalar)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
 import tensorflow as tf
-from conftest import ROOT
+from conftest import ROOT, assert_user_error, load_script, run_script
 from PIL import Image
 
 SCRIPT = os.path.join(ROOT, 'scripts', 'plot_metrics.py')
@@ -49,7 +48,7 @@ def run_dir(tmp_path_factory):
 
 
 def plot(*args):
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    return run_script('scripts/plot_metrics.py', *args, timeout=120)
 
 
 def assert_real_plot(path):
@@ -59,15 +58,6 @@ def assert_real_plot(path):
         assert image.width >= 400 and image.height >= 300
         colors = image.convert('RGB').getcolors(maxcolors=1 << 16)
     assert colors is None or len(colors) > 10, colors
-
-
-def assert_user_error(result, *expected):
-    assert result.returncode == 2, result.stderr
-    assert 'Traceback' not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
-    for text in expected:
-        assert text in lines[0]
 
 
 def test_writes_png_into_log_root(run_dir):
@@ -114,25 +104,22 @@ def test_does_not_import_tensorflow(run_dir, tmp_path):
 
 def test_missing_log_root_is_one_line_error(tmp_path):
     missing = os.path.join(tmp_path, 'no_such_run')
-    assert_user_error(plot(missing), missing, 'no such directory')
+    assert_user_error(plot(missing), missing, 'no such directory', alone=True)
 
 
 def test_log_root_without_summaries_is_one_line_error(tmp_path):
     os.makedirs(os.path.join(tmp_path, 'train'))
-    assert_user_error(plot(str(tmp_path)), os.path.join(str(tmp_path), 'train'), 'cost or Precision')
+    assert_user_error(plot(str(tmp_path)), os.path.join(str(tmp_path), 'train'), 'cost or Precision', alone=True)
     assert not os.path.exists(os.path.join(tmp_path, 'metrics.png'))
 
 
 def test_missing_eval_dir_flag_is_one_line_error(run_dir, tmp_path):
     missing = os.path.join(tmp_path, 'typo')
-    assert_user_error(plot(run_dir, f'--eval_dir={missing}'), '--eval_dir', missing)
+    assert_user_error(plot(run_dir, f'--eval_dir={missing}'), '--eval_dir', missing, alone=True)
 
 
-def test_resumed_run_keeps_the_newest_value_of_a_step(tmp_path):
+def test_resumed_run_keeps_the_newest_value_of_a_step(plot_metrics, tmp_path):
     """A resumed run writes some steps again, in a later file: one point per step, the newest."""
-    spec = importlib.util.spec_from_file_location('plot_metrics', SCRIPT)
-    plot_metrics = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot_metrics)
     train = os.path.join(tmp_path, 'train')
     write_scalars(train, {'cost': {100: 3.0, 200: 2.0, 300: 9.0}})
     write_scalars(train, {'cost': {300: 1.5, 400: 1.0}})
@@ -146,10 +133,7 @@ def test_resumed_run_keeps_the_newest_value_of_a_step(tmp_path):
 
 @pytest.fixture(scope='module')
 def plot_metrics():
-    spec = importlib.util.spec_from_file_location('plot_metrics', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('plot_metrics')
 
 
 @pytest.fixture

@@ -39,13 +39,19 @@ def test_defaults_train_as_the_2016_recipe(subset, tmp_path):
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
 
-    reader = tf.train.load_checkpoint(str(tmp_path / 'ckpt-3'))
     saved = resnet_model.ResNet(hps).build_model()
     tf.train.Checkpoint(model=saved).restore(str(tmp_path / 'ckpt-3')).expect_partial()
     for expected, actual in zip(model.weights, saved.weights, strict=True):
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6, err_msg=expected.path)
     assert not recipe.has_average(str(tmp_path / 'ckpt-3'))
-    assert not any('velocity' in name and 'nesterov' in name for name in reader.get_variable_to_shape_map())
+
+
+def test_learning_rate_schedule():
+    hps = tiny_hparams(lr_boundaries=[10, 20, 30], min_lrn_rate=0.0005)
+    rates = [float(recipe.learning_rate(hps, s)) for s in (0, 9, 10, 19, 20, 29, 30, 1000)]
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.0005, 0.0005], rtol=1e-5)
+    warm = tiny_hparams(warmup_steps=4)
+    np.testing.assert_allclose([float(recipe.learning_rate(warm, s)) for s in (0, 3, 4)], [0.025, 0.1, 0.1], rtol=1e-5)
 
 
 def test_cosine_decays_from_lrn_rate_after_the_warmup_to_min_lrn_rate():
@@ -82,6 +88,16 @@ def test_optimizer_choices(optimizer, after_two_steps):
     assert float(weight) == pytest.approx(after_two_steps, rel=1e-5)
 
 
+@pytest.mark.parametrize('optimizer, slots', [('sgd', 0), ('mom', 1), ('nesterov', 1)])
+def test_plain_sgd_has_no_momentum_slots(optimizer, slots):
+    """The optimizer's state beyond its step and rate: a momentum slot per weight, none for plain SGD."""
+    weights = [tf.Variable(tf.ones([3, 3])), tf.Variable(tf.ones([3]))]
+    sgd = recipe.make_optimizer(tiny_hparams(optimizer=optimizer))
+    sgd.build(weights)
+    per_weight = [v for v in sgd.variables if v.shape.rank]  # the step and the rate are scalars
+    assert sorted(tuple(v.shape) for v in per_weight) == sorted([(3,), (3, 3)] * slots)
+
+
 def test_weight_average_moves_every_weight_and_statistic_towards_the_model():
     hps = tiny_hparams()
     model, average = (resnet_model.ResNet(hps).build_model() for _ in range(2))
@@ -94,30 +110,6 @@ def test_weight_average_moves_every_weight_and_statistic_towards_the_model():
     recipe.update_average(average, model, 0.9, step=0)  # early on the decay is (1 + step) / (10 + step)
     for old, new, target in zip(before, average.weights, model.weights, strict=True):
         np.testing.assert_allclose(new.numpy(), 0.1 * old + 0.9 * target.numpy(), rtol=1e-5, atol=1e-6)
-
-
-def test_cutout_zeroes_one_square_of_the_given_side():
-    image = tf.random.stateless_uniform([32, 32, 3], [0, 0], 1.0, 2.0)  # no zero of its own
-    corners = set()
-    for s in range(20):
-        out = cifar_input.cut_out(image, 8, tf.constant([3, s], tf.int64)).numpy()
-        rows, cols = np.nonzero((out == 0).all(axis=2))
-        assert (out == 0).sum() == 8 * 8 * 3
-        assert rows.max() - rows.min() == 7 and cols.max() - cols.min() == 7
-        np.testing.assert_array_equal(out[out != 0], image.numpy()[out != 0])
-        np.testing.assert_array_equal(out, cifar_input.cut_out(image, 8, tf.constant([3, s], tf.int64)).numpy())
-        corners.add((rows.min(), cols.min()))
-    assert len(corners) > 10
-
-
-def test_training_batches_with_cutout_are_the_same_batches_with_a_square_zeroed():
-    images = tf.random.stateless_uniform([40, 32, 32, 3], [1, 1], 0, 256, dtype=tf.int32)
-    images, labels = tf.cast(images, tf.uint8), tf.range(40) % 10
-    plain = next(iter(cifar_input.train_dataset(images, labels, 8, seed=2, start_step=3)))[0].numpy()
-    cut = next(iter(cifar_input.train_dataset(images, labels, 8, seed=2, start_step=3, cutout=6)))[0].numpy()
-    changed = (plain != cut).any(axis=3)
-    assert (cut[plain != cut] == 0).all()
-    assert [int(changed[i].sum()) for i in range(8)] == [36] * 8
 
 
 def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror():
@@ -154,7 +146,7 @@ def test_eval_predict_and_export_use_the_weight_average_with_flips(switched_run,
     images, labels = run_config.load_split(switched_run, 'test')
     logits = recipe.inference_logits(average, cifar_input.standardize(images), flip_tta=True)
     expected = float(np.mean(np.argmax(logits, axis=1) == labels.numpy()))
-    assert evaluation.measure(switched_run, path)['precision'] == pytest.approx(expected)
+    assert evaluation.score_checkpoint(switched_run, path)['precision'] == pytest.approx(expected)
     assert evaluation.read_history(switched_run.eval_dir)[-1]['precision'] == pytest.approx(expected, abs=1e-6)
 
     predictions = trained_model.predict([f'{subset}/test_batch.bin'], log_root=switched_run.log_root)

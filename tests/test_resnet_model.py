@@ -1,3 +1,5 @@
+"""resnet_model: the network, its loss, its train and eval steps, and the hparams it refuses."""
+
 import keras
 import numpy as np
 import pytest
@@ -6,8 +8,8 @@ from conftest import tiny_hparams
 
 import cifar_input
 import resnet_model
-from resnet_cifar import recipe, run_config
-from resnet_model import HParamsError
+from resnet_cifar import run_config
+from resnet_cifar.hparams_check import HParamsError, make_hparams
 
 
 @pytest.mark.parametrize('bottleneck', [False, True])
@@ -24,14 +26,6 @@ def test_defaults_are_the_originals():
     assert (hps.batch_size, hps.lrn_rate, hps.min_lrn_rate, hps.weight_decay_rate) == (128, 0.1, 1e-4, 2e-4)
     assert (hps.relu_leakiness, hps.momentum, hps.bn_decay, hps.bn_epsilon) == (0.1, 0.9, 0.9, 1e-3)
     assert hps.lr_boundaries == [40000, 60000, 80000] and hps.optimizer == 'mom'
-
-
-def test_learning_rate_schedule():
-    hps = tiny_hparams(lr_boundaries=[10, 20, 30], min_lrn_rate=0.0005)
-    rates = [float(recipe.learning_rate(hps, s)) for s in (0, 9, 10, 19, 20, 29, 30, 1000)]
-    np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.0005, 0.0005], rtol=1e-5)
-    warm = tiny_hparams(warmup_steps=4)
-    np.testing.assert_allclose([float(recipe.learning_rate(warm, s)) for s in (0, 3, 4)], [0.025, 0.1, 0.1], rtol=1e-5)
 
 
 def _batch(size, num_classes=10, seed=0):
@@ -52,7 +46,7 @@ def test_loss_is_cross_entropy_of_the_logits_not_of_softmax_outputs():
     expected = -log_probs[np.arange(16), labels.numpy()].mean()
     # Softmax outputs fed in as logits cannot give a loss above log(1 + 9e) ~ 3.2.
     assert expected > 5
-    xent = resnet.build_train_op()(images, labels)['xent']
+    xent = resnet.build_train_op().train_step(images, labels)['xent']
     np.testing.assert_allclose(float(xent), expected, rtol=1e-4)
 
 
@@ -69,26 +63,20 @@ def test_weight_decay_is_l2_of_conv_and_dense_kernels_only():
 def test_train_step_updates_weights_moving_averages_and_step():
     resnet = resnet_model.ResNet(tiny_hparams())
     model = resnet.build_model()
-    step = resnet.build_train_op()
+    train_op = resnet.build_train_op()
+    assert train_op.model is model and train_op.eval_model is model, 'without ema_decay, eval uses the trained model'
     bn = model.get_layer('unit_last_bn')
     before_mean, before_kernel = bn.moving_mean.numpy(), model.get_layer('init_conv').kernel.numpy()
-    result = step(*_batch(32))
-    assert int(resnet.global_step) == 1
+    result = train_op.train_step(*_batch(32))
+    assert int(train_op.global_step) == 1
     assert set(result) == {'cost', 'xent', 'weight_decay', 'precision', 'learning_rate'}
     assert not np.allclose(bn.moving_mean.numpy(), before_mean)
     assert not np.allclose(model.get_layer('init_conv').kernel.numpy(), before_kernel)
 
 
-def test_plain_sgd_has_no_momentum_slots():
-    resnet = resnet_model.ResNet(tiny_hparams(optimizer='sgd'))
-    resnet.build_train_op()
-    assert resnet.optimizer.momentum == 0.0
-
-
 def test_eval_step_handles_a_partial_batch():
     resnet = resnet_model.ResNet(tiny_hparams())
-    resnet.build_model()
-    eval_step = resnet.build_eval_op()
+    eval_step = resnet.build_eval_op(resnet.build_model())
     for size in (32, 5):
         images, labels = _batch(size)
         result = eval_step(images, labels)
@@ -104,7 +92,7 @@ def test_fixed_batch_of_real_images_is_overfit(subset):
     images, labels = cifar_input.standardize(tf.cast(images[:128], tf.float32)), labels[:128]
     keras.utils.set_random_seed(0)
     resnet = resnet_model.ResNet(tiny_hparams(batch_size=128))
-    step = resnet.build_train_op()
+    step = resnet.build_train_op().train_step
     precision = 0.0
     for _ in range(300):
         precision = float(step(images, labels)['precision'])
@@ -138,7 +126,7 @@ def test_fixed_batch_of_real_images_is_overfit(subset):
 )
 def test_bad_hparams_are_refused_naming_the_key(values, key):
     with pytest.raises(HParamsError, match=key):
-        resnet_model.make_hparams(values)
+        make_hparams(values)
 
 
 @pytest.mark.parametrize('training', [True, False])

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from conftest import as_flags, tiny_config
 
-from resnet_cifar import run_folder, trained_model, training
+from resnet_cifar import ownership, trained_model, training
 from resnet_cifar.errors import UserError
 
 
@@ -24,8 +24,8 @@ def _owner_record(log_root, process):
         'host': socket.gethostname(),
         'started': '2026-11-23 09:00:00 UTC',
         'mode': 'train',
-        'boot_id': run_folder._boot_id(),
-        'process_start': run_folder._process_start(process.pid),
+        'boot_id': ownership.boot_id(),
+        'process_start': ownership.process_start(process.pid),
     }
     with open(os.path.join(log_root, 'owner.json'), 'w') as f:
         json.dump(record, f)

@@ -3,11 +3,12 @@
 import dataclasses
 
 import pytest
+from conftest import as_flags
 
 import resnet_model
 from resnet_cifar import run_config
 from resnet_cifar.errors import UserError
-from resnet_model import HParamsError
+from resnet_cifar.hparams_check import HParamsError
 
 PUBLISHED_PARAMS = {
     'resnet20': 0.27e6,
@@ -19,6 +20,7 @@ PUBLISHED_PARAMS = {
     'resnet164_bottleneck': 1.7e6,
     'resnet1001_bottleneck': 10.2e6,
     'wrn_28_10': 36.5e6,
+    'fast': 1.97e6,  # airbench94's network (its batch-norm weights, which never train, left out)
 }
 
 
@@ -96,6 +98,27 @@ def test_an_override_of_an_unknown_hparam_names_the_override(tmp_path):
     with pytest.raises(HParamsError, match="hparams_override: unknown hparam 'dropout'") as error:
         run_config.new_run(str(tmp_path), overrides={'dropout': 0.5})
     assert error.value.line(lambda key: f'--{key}').startswith("--hparams_override: unknown hparam 'dropout'")
+
+
+@pytest.mark.parametrize(
+    'override, fragments',
+    [
+        ('lrn_rate=-0.1', ['lrn_rate', 'positive']),
+        ('lrn_rate=0', ['lrn_rate', 'positive']),
+        ('num_residual_units=0', ['num_residual_units', 'positive']),
+        ('batch_size=0', ['batch_size', 'positive']),
+        ('optimizer=adam', ['optimizer', "'mom', 'sgd' or 'nesterov'"]),
+        ('train_steps=ten', ['train_steps', 'an integer']),
+    ],
+)
+def test_an_impossible_override_is_named_with_its_flag(tmp_path, override, fragments):
+    """As --hparams_override=KEY=VALUE gives it: the key, what it must be, and the flag to fix."""
+    with pytest.raises(UserError) as error:
+        run_config.new_run(str(tmp_path), overrides=run_config.parse_overrides(override))
+    line = as_flags(error.value)
+    assert '--hparams_override' in line, line
+    for fragment in fragments:
+        assert fragment in line, line
 
 
 def test_a_user_error_names_settings_as_the_caller_does():

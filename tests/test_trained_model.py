@@ -1,4 +1,5 @@
-"""Using a trained run in-process: predict and export agree with the checkpoint's own model."""
+"""Using a trained run in-process: load and predict give the checkpoint's own model's answers, and
+predict reads image files as a client using PIL does."""
 
 import os
 import re
@@ -7,10 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import tiny_config
+from PIL import Image
 
 import cifar_input
 import resnet_model
-from resnet_cifar import run_folder, trained_model, training
+from resnet_cifar import recipe, run_folder, trained_model, training
 from resnet_cifar.errors import UserError
 
 
@@ -78,24 +80,28 @@ def test_predict_expands_a_quoted_glob(run):
     assert predictions.names == sorted(run['pngs'])
 
 
-def test_export_reloads_with_the_checkpoints_predictions(run):
-    export_dir = str(run['root'] / 'export')
-    trained_model.export(export_dir, run['log_root'])
-    serve = tf.saved_model.load(export_dir).signatures['serving_default']
-    outputs = serve(images=tf.constant(run['images']))
-    expected = _probabilities_from_checkpoint(run['log_root'], run['images'])
-    np.testing.assert_allclose(outputs['probabilities'].numpy(), expected, rtol=1e-5, atol=1e-6)
-    assert (outputs['class_ids'].numpy() == expected.argmax(axis=1)).all()
-    names = cifar_input.CLASS_NAMES['cifar10']
-    assert [n.decode() for n in outputs['class_names'].numpy()] == [names[i] for i in expected.argmax(axis=1)]
+def test_load_gives_the_network_and_how_predict_calls_it(run):
+    model, config = trained_model.load(run['log_root'])
+    standardized = cifar_input.standardize(tf.constant(run['images']))
+    probabilities = tf.nn.softmax(recipe.inference_logits(model, standardized, config.hparams.flip_tta))
+    np.testing.assert_allclose(probabilities, trained_model.predict(run['pngs'], run['log_root']).probabilities)
+    assert config.class_names == cifar_input.CLASS_NAMES['cifar10'] and config.log_root == run['log_root']
 
-    bigger = tf.cast(tf.image.resize(run['images'], [64, 48]), tf.uint8)
-    resized = _probabilities_from_checkpoint(run['log_root'], cifar_input.resize(bigger).numpy())
-    np.testing.assert_allclose(serve(images=bigger)['probabilities'].numpy(), resized, rtol=1e-5, atol=1e-6)
 
-    with pytest.raises(UserError, match='not empty') as error:
-        trained_model.export(export_dir, run['log_root'])
-    assert error.value.key == 'export_dir'
+def test_predict_decodes_and_resizes_a_jpeg_as_pil_does(run):
+    """A client reading the file with PIL gets predict's pixels: the same decoded ones (the
+    accurate DCT, not TensorFlow's default fast one), and resized ones within one level."""
+    bigger = tf.image.resize(run['images'], [96, 80], method='bicubic')
+    for i, pixels in enumerate(tf.cast(tf.clip_by_value(tf.round(bigger), 0, 255), tf.uint8).numpy()):
+        path = run['root'] / f'photo_{i}.jpg'
+        Image.fromarray(pixels).save(path, quality=75)  # PIL's defaults: 4:2:0 chroma subsampling
+        pil = Image.open(path).convert('RGB')
+        decoded = cifar_input.decode_image(path.read_bytes()).numpy()
+        assert np.array_equal(decoded, np.asarray(pil))
+        assert not np.array_equal(tf.io.decode_jpeg(path.read_bytes()).numpy(), decoded), 'the DCTs differ here'
+        [(_, resized, _)] = cifar_input.read_image_files([str(path)], 'cifar10')
+        pil_resized = np.asarray(pil.resize((32, 32), Image.BILINEAR)).astype(int)
+        assert np.abs(resized.numpy().astype(int) - pil_resized).max() <= 1
 
 
 def test_class_names():

@@ -3,6 +3,7 @@ divergence, and the refusals that protect a run."""
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import threading
@@ -11,22 +12,20 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ALL_SWITCHES, as_flags, tiny_config
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import (
+    ALL_SWITCHES,
+    TwoReplicas,
+    as_flags,
+    checkpoint_steps,
+    summary_tags,
+    tiny_config,
+    tiny_hparams,
+    with_steps,
+)
 
 import cifar_input
 from resnet_cifar import run_config, training
 from resnet_cifar.errors import UserError
-
-
-def _tags(directory):
-    events = EventAccumulator(directory, size_guidance={'tensors': 0, 'images': 0})
-    events.Reload()
-    return set(events.Tags()['tensors']) | set(events.Tags()['images'])
-
-
-def checkpoint_steps(log_root):
-    return sorted(int(f[len('ckpt-') : -len('.index')]) for f in os.listdir(log_root) if f.endswith('.index'))
 
 
 def weights(path):
@@ -36,11 +35,6 @@ def weights(path):
         for name in reader.get_variable_to_shape_map()
         if name.startswith(('model/', 'optimizer/', 'averaged_model/'))
     }
-
-
-def with_steps(config, train_steps, **options):
-    """The same run asked to go on to `train_steps`."""
-    return dataclasses.replace(config, hparams=config.hparams._replace(train_steps=train_steps), **options)
 
 
 @pytest.fixture(scope='module')
@@ -64,9 +58,28 @@ def test_train_stops_at_train_steps_with_a_checkpoint_there(trained):
 
 
 def test_training_summaries_hold_the_original_tags(trained):
-    tags = _tags(trained['config'].train_dir)
+    tags = summary_tags(trained['config'].train_dir)
     expected = {'cost', 'xent', 'weight_decay', 'learning_rate', 'Precision', 'images/sec', 'images'}
     assert expected <= tags
+
+
+def test_a_finished_run_says_once_that_it_is_complete(trained, caplog):
+    caplog.set_level(logging.INFO, logger='absl')
+    config = trained['config']
+    before = sorted(os.listdir(config.log_root))
+    assert training.train(with_steps(config, 10)) == (10, None)
+    assert caplog.text.count(f'{config.log_root} is complete at step 10') == 1 and 'resumed' not in caplog.text
+    assert sorted(os.listdir(config.log_root)) == before
+
+
+def test_the_progress_line_counts_the_days_remaining(caplog):
+    caplog.set_level(logging.INFO, logger='absl')
+    remaining = 33 * 3600 + 13  # seconds: one image per step, at one image a second
+    hps = tiny_hparams(batch_size=1, train_steps=10 + remaining)
+    values = {'cost': 2.5, 'precision': 0.25, 'learning_rate': 0.1}
+    training._report(tf.summary.create_noop_writer(), 10, hps, values, images_per_sec=1.0)
+    expected = f'step 10/{10 + remaining}: loss 2.5000, precision 0.2500, learning rate 0.10000, 1.0 images/sec'
+    assert f'{expected}, 1d 09:00:13 remaining' in caplog.text
 
 
 def test_default_preset_trains_on_synthetic_data(tmp_path, capfd):
@@ -145,30 +158,6 @@ def test_another_network_without_hparams_json_is_refused(short_run, copy_run, su
     assert sorted(os.listdir(config.log_root)) == before
 
 
-@pytest.mark.parametrize(
-    'override, fragments',
-    [
-        ('lrn_rate=-0.1', ['lrn_rate', 'positive']),
-        ('lrn_rate=0', ['lrn_rate', 'positive']),
-        ('num_residual_units=0', ['num_residual_units', 'positive']),
-        ('batch_size=0', ['batch_size', 'positive']),
-        ('optimizer=adam', ['optimizer', "'mom', 'sgd' or 'nesterov'"]),
-        ('train_steps=ten', ['train_steps', 'an integer']),
-    ],
-)
-def test_impossible_values_are_named(tmp_path, override, fragments):
-    with pytest.raises(UserError) as error:
-        config = run_config.new_run(
-            str(tmp_path),
-            overrides=run_config.parse_overrides(override),
-            data=run_config.DataSettings(data_source='synthetic'),
-        )
-        training.train(config)
-    for fragment in fragments:
-        assert fragment in str(error.value)
-    assert not os.listdir(tmp_path), 'a refused run must leave nothing behind'
-
-
 def test_unwritable_log_root(tmp_path):
     (tmp_path / 'a_file').write_text('not a folder')
     config = run_config.new_run(str(tmp_path / 'a_file' / 'run'), data=run_config.DataSettings(data_source='synthetic'))
@@ -178,18 +167,12 @@ def test_unwritable_log_root(tmp_path):
     assert line.startswith('--log_root: cannot write') and 'a_file' in line
 
 
-class _TwoReplicas:
-    """Stands in for a strategy over two devices: only the count is read before the refusal."""
-
-    num_replicas_in_sync = 2
-
-
 def test_a_batch_that_does_not_divide_among_replicas_is_refused(tmp_path):
     config = run_config.new_run(
         str(tmp_path / 'run'), overrides={'batch_size': 33}, data=run_config.DataSettings(data_source='synthetic')
     )
     with pytest.raises(UserError, match='batch_size.*33.*2 replicas'):
-        training.train(config, _TwoReplicas())
+        training.train(config, TwoReplicas())
     assert not os.path.exists(tmp_path / 'run')
 
 
@@ -198,6 +181,7 @@ def test_missing_training_files_are_named_with_their_setting(tmp_path):
     with pytest.raises(UserError) as error:
         training.train(run_config.new_run(str(tmp_path / 'run'), data=data))
     assert as_flags(error.value) == '--train_data_path: no file matches /nonexistent/data_batch_*.bin'
+    assert not os.path.exists(tmp_path / 'run'), 'a refused run leaves no folder behind'
 
 
 def test_sigint_saves_the_current_step_and_returns(subset, tmp_path):

@@ -16,10 +16,11 @@ import tensorflow as tf
 
 import cifar_input
 import resnet_model
+from resnet_cifar.hparams_check import make_hparams
 
 CPU = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
-HPS = resnet_model.make_hparams({'num_residual_units': 1, 'batch_size': 16})
+HPS = make_hparams({'num_residual_units': 1, 'batch_size': 16})
 
 
 def _batch(size, seed=0):
@@ -48,10 +49,10 @@ def one_step():
     """One training step on a global batch: two replicas with synchronized batch norm vs one device."""
     keras.utils.set_random_seed(0)
     single = resnet_model.ResNet(HPS, sync_batch_norm=True)
-    single_step = single.build_train_op()
+    single_step = single.build_train_op().train_step
     strategy = _two_replicas()
     mirrored = resnet_model.ResNet(HPS, sync_batch_norm=True)
-    mirrored_step = mirrored.build_train_op(strategy)
+    mirrored_step = mirrored.build_train_op(strategy).train_step
     mirrored.model.set_weights(single.model.get_weights())
 
     images, labels = _batch(HPS.batch_size)
@@ -82,13 +83,13 @@ def checkpoint_across_strategies():
 
     strategy = _two_replicas()
     trained = resnet_model.ResNet(HPS)
-    train_step = trained.build_train_op(strategy)
+    train_step = trained.build_train_op(strategy).train_step
     for _ in range(3):
         train_step(*_distributed(strategy, tf.data.Dataset.from_tensors(_batch(HPS.batch_size))))
     path = tf.train.Checkpoint(model=trained.model).save(os.path.join(tempfile.mkdtemp(), 'ckpt'))
 
     def measure(resnet, strategy):
-        eval_step = resnet.build_eval_op(strategy)
+        eval_step = resnet.build_eval_op(resnet.model, strategy)
         totals = [eval_step(*batch) for batch in strategy.experimental_distribute_dataset(eval_data)]
         return {name: float(sum(float(t[name]) for t in totals)) for name in ('loss_sum', 'correct', 'count')}
 

@@ -11,7 +11,17 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, TINY_OVERRIDE, assert_user_error, run_main, tiny_config, tiny_train_args, write_records
+from conftest import (
+    ROOT,
+    TINY_OVERRIDE,
+    assert_user_error,
+    checkpoint_steps,
+    run_main,
+    run_script,
+    tiny_config,
+    tiny_train_args,
+    write_records,
+)
 
 import resnet_main
 from resnet_cifar import evaluation, training
@@ -87,6 +97,29 @@ def test_a_user_error_is_one_line_naming_the_flag(tmp_path, args, fragments):
     assert_user_error(result, *fragments)
 
 
+@pytest.mark.parametrize(
+    'args, line',
+    [
+        (['--hparams_override=train_steps=ten'], "--hparams_override: train_steps: expected an integer, got 'ten'"),
+        (['--hparams=resnet33'], "--hparams: unknown preset 'resnet33'"),
+        (
+            ['--dataset=cifar100', '--data_dir={cifar10}'],
+            '--data_dir: {cifar10} has no cifar100 files (train.bin, test.bin); it looks like cifar10 '
+            '(data_batch_*.bin, test_batch.bin): pass --dataset=cifar10',
+        ),
+    ],
+    ids=['an override', 'a preset', 'a folder of the other dataset'],
+)
+def test_a_mistake_told_before_tensorflow_starts_is_all_the_output(tmp_path, args, line):
+    """Nothing else is printed (TensorFlow would print the devices line first), and nothing is written."""
+    (tmp_path / 'cifar10').mkdir()
+    write_records(tmp_path / 'cifar10' / 'data_batch_1.bin', [1, 2, 3])
+    args = [arg.format(cifar10=tmp_path / 'cifar10') for arg in args]
+    result = run_main('--mode=train', '--log_root', str(tmp_path / 'run'), *args)
+    assert_user_error(result, line.format(cifar10=tmp_path / 'cifar10'), alone=True)
+    assert not (tmp_path / 'run').exists()
+
+
 def _start_main(*args, name='train'):
     """resnet_main.py in the background, its log going to a file the test can read as it grows."""
     log = open(os.path.join(f'{args[args.index("--log_root") + 1]}.{name}.log'), 'w+')
@@ -120,10 +153,8 @@ def _wait_for_line(log, process, text, timeout=300):
     raise AssertionError(f'no {text!r} within {timeout} s')
 
 
-def _checkpoint_steps(log_root):
-    return sorted(int(f[len('ckpt-') : -len('.index')]) for f in os.listdir(log_root) if f.endswith('.index'))
-
-
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_sigterm_saves_the_current_step_and_resume_continues(subset, tmp_path):
     sig = signal.SIGTERM
     log_root = tmp_path / 'run'
@@ -138,7 +169,7 @@ def test_sigterm_saves_the_current_step_and_resume_continues(subset, tmp_path):
     assert process.wait(timeout=120) == 128 + sig
     log.seek(0)
     stopped = int(re.search(rf'stopped by {sig.name} at step (\d+)', log.read()).group(1))
-    assert stopped >= 3 and _checkpoint_steps(log_root) == [stopped]
+    assert stopped >= 3 and checkpoint_steps(log_root) == [stopped]
 
     watcher, watcher_log = _start_main('--mode=eval', '--log_root', str(log_root), name='eval')
     _wait_for_line(watcher_log, watcher, f'eval at step {stopped}:')
@@ -153,6 +184,8 @@ def test_sigterm_saves_the_current_step_and_resume_continues(subset, tmp_path):
     assert training.train(tiny_config(log_root, subset, {'train_steps': stopped + 2})).step == stopped + 2
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_repeated_kill_9_loses_at_most_the_checkpoint_interval(subset, tmp_path):
     """Kill -9 at random moments: each restart resumes from the last complete checkpoint."""
     log_root = tmp_path / 'run'
@@ -174,33 +207,17 @@ def test_repeated_kill_9_loses_at_most_the_checkpoint_interval(subset, tmp_path)
         resumed = re.search(r'resumed from \S*ckpt-(\d+)', text)
         if reached:
             assert resumed and int(resumed.group(1)) == reached, text
-        reached = _checkpoint_steps(log_root)[-1]
+        reached = checkpoint_steps(log_root)[-1]
         assert 0 <= logged - reached <= every, (logged, reached)
     config = tiny_config(log_root, subset, {'train_steps': 10000}, eval_once=True)
-    assert evaluation.evaluate(config)['step'] == reached
-
-
-def test_the_benchmark_reports_a_mistake_in_one_line():
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'scripts', 'benchmark.py'), '--hparams=resnet20x', '--steps=1'],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert_user_error(result, "--hparams: unknown preset 'resnet20x'")
+    assert evaluation.evaluate_checkpoints(config)['step'] == reached
 
 
 def test_help_is_quiet_and_no_failure():
     """As a user's shell runs it: TF_CPP_MIN_LOG_LEVEL unset, so TensorFlow's start-up lines are silenced."""
     environment = {key: value for key, value in os.environ.items() if key != 'TF_CPP_MIN_LOG_LEVEL'}
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'resnet_main.py'), '--help'],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=environment,
-    )
+    result = run_script('resnet_main.py', '--help', timeout=300, env=environment)
     assert result.returncode == 0, result.stderr
-    assert '--log_root' in result.stdout
+    assert re.search(r'--log_root: Required\.', result.stdout), result.stdout
+    assert 'developer' not in result.stdout.lower(), 'the usage is for users'
     assert 'cuInit' not in result.stderr and 'oneDNN' not in result.stderr, result.stderr

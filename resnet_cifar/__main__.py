@@ -1,0 +1,13 @@
+"""`python -m resnet_cifar` and the installed `resnet-cifar` command: resnet_main.py's command line."""
+
+import runpy
+
+
+def main():
+    """Runs resnet_main as the program's main module, as `python resnet_main.py` does, so that
+    absl's --help shows its usage and flags."""
+    runpy.run_module('resnet_main', run_name='__main__', alter_sys=True)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,181 @@
+"""How a run describes the machine: the CPU from /proc/cpuinfo, oneDNN's instruction set, the GPUs,
+and the start-up line, of which one run of resnet_main.py shows the line as a user sees it.
+"""
+
+import os
+import re
+import sys
+
+import pytest
+import tensorflow as tf
+from conftest import run_main
+
+from resnet_cifar import devices, machine
+
+SAPPHIRE_RAPIDS = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse2 avx avx2 avx512f avx512bw avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8
+
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse2 avx avx2 avx512f avx512bw avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8
+"""
+EPYC_ROME = """processor\t: 0
+model name\t: AMD EPYC 7B12
+flags\t\t: fpu sse2 avx avx2 fma
+"""
+EPYC_GENOA = """processor\t: 0
+model name\t: AMD EPYC 9B14
+flags\t\t: fpu avx avx2 avx512f avx512_bf16 avx512_vnni
+"""
+ARM = """processor\t: 0
+BogoMIPS\t: 243.75
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 bf16
+"""
+
+
+def test_describe_cpu_reads_the_model_and_the_instruction_sets():
+    assert machine.describe_cpu(SAPPHIRE_RAPIDS) == {
+        'cpu_model': 'Intel(R) Xeon(R) Platinum 8480+',
+        'avx2': True,
+        'avx512f': True,
+        'avx512_bf16': True,
+        'amx_tile': True,
+        'amx_bf16': True,
+    }
+    rome = machine.describe_cpu(EPYC_ROME)
+    assert rome['cpu_model'] == 'AMD EPYC 7B12' and rome['avx2'] is True
+    assert not any(rome[flag] for flag in ('avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16'))
+    arm = machine.describe_cpu(ARM)  # no model name, no x86 flags ('bf16' is ARM's, not avx512_bf16)
+    assert arm['cpu_model'] and not any(arm[flag] for flag in machine.CPU_FLAGS)
+    assert machine.describe_cpu('')['cpu_model'], 'without /proc/cpuinfo: the platform names the CPU'
+
+
+def test_read_cpuinfo_takes_a_path(tmp_path):
+    (tmp_path / 'cpuinfo').write_text(EPYC_GENOA)
+    assert machine.describe_cpu(machine.read_cpuinfo(tmp_path / 'cpuinfo'))['avx512_bf16'] is True
+    assert machine.read_cpuinfo(tmp_path / 'missing') == ''
+
+
+def _machine(cpuinfo=EPYC_ROME, gpus=(), hidden_gpus=0, cpus=2):
+    return {**machine.describe_cpu(cpuinfo), 'cpus': cpus, 'gpus': list(gpus), 'hidden_gpus': hidden_gpus}
+
+
+def _flag(key):
+    return f'--{key}'
+
+
+@pytest.mark.parametrize(
+    'described, strategy, gpus_used, replicas, expected',
+    [
+        (
+            _machine(),
+            'default',
+            [],
+            1,
+            'devices: CPU (AMD EPYC 7B12, 2 logical cores; no GPU visible); strategy: default, 1 replica',
+        ),
+        (
+            _machine(hidden_gpus=2),
+            'default',
+            [],
+            1,
+            'devices: CPU (AMD EPYC 7B12, 2 logical cores; 2 GPUs hidden by --num_gpus=0); '
+            'strategy: default, 1 replica',
+        ),
+        (
+            _machine(gpus=['NVIDIA A100']),
+            'one_device',
+            [0],
+            1,
+            'devices: 1 GPU (NVIDIA A100); strategy: one_device, 1 replica',
+        ),
+        (
+            _machine(gpus=['NVIDIA A100', 'NVIDIA A100']),
+            'mirrored',
+            [0, 1],
+            2,
+            'devices: 2 GPUs (NVIDIA A100, NVIDIA A100); strategy: mirrored, 2 replicas',
+        ),
+        (
+            _machine(gpus=['NVIDIA A100', 'NVIDIA L4', 'NVIDIA L4']),
+            'one_device',
+            [0],
+            1,
+            'devices: 1 of 3 GPUs (NVIDIA A100); strategy: one_device, 1 replica',
+        ),
+        (
+            _machine(gpus=['NVIDIA A100']),
+            'one_device',
+            [],
+            1,
+            'devices: CPU (AMD EPYC 7B12, 2 logical cores; 1 GPU visible, not used); strategy: one_device, 1 replica',
+        ),
+    ],
+)
+def test_the_start_up_line(described, strategy, gpus_used, replicas, expected):
+    assert machine.describe_run(described, strategy, gpus_used, replicas, name=_flag) == expected
+
+
+HINT = 'this CPU has AVX512_BF16: --dtype=bfloat16 trains faster (docs/performance.md)'
+
+
+def test_a_cpu_with_bfloat16_instructions_suggests_bfloat16_once():
+    genoa = _machine(EPYC_GENOA)
+    line = machine.describe_run(genoa, 'default', [], 1, 'float32', name=_flag)
+    assert line.endswith('strategy: default, 1 replica; ' + HINT) and line.count('bfloat16') == 1
+    amx = machine.describe_run(_machine(SAPPHIRE_RAPIDS), 'default', [], 1, 'float32')
+    assert amx.endswith('; this CPU has AMX_BF16: dtype=bfloat16 trains faster (docs/performance.md)'), amx
+    # Not when bfloat16 is already asked for, on an AVX2 CPU, on GPUs, or with TensorFlow's Eigen kernels.
+    for line in (
+        machine.describe_run(genoa, 'default', [], 1, 'bfloat16'),
+        machine.describe_run(genoa, 'default', [], 1, 'float16'),
+        machine.describe_run(_machine(EPYC_ROME), 'default', [], 1, 'float32'),
+        machine.describe_run({**genoa, 'gpus': ['NVIDIA A100']}, 'one_device', [0], 1, 'float32'),
+        machine.describe_run(genoa, 'default', [], 1, 'float32', onednn=False),
+    ):
+        assert 'this CPU has' not in line, line
+
+
+def test_describe_machine_names_the_visible_gpus(fake_gpus):
+    fake_gpus(3)
+    devices.configure_tensorflow(num_gpus=2)
+    described = machine.describe_machine(EPYC_GENOA)
+    assert described['gpus'] == ['NVIDIA A100', 'NVIDIA A100'] and described['hidden_gpus'] == 1
+    assert described['cpu_model'] == 'AMD EPYC 9B14' and described['cpus'] == os.cpu_count()
+    line = machine.describe_run(described, 'mirrored', [0, 1], 2, 'float32')
+    assert line == 'devices: 2 GPUs (NVIDIA A100, NVIDIA A100); strategy: mirrored, 2 replicas'
+
+
+def test_the_isa_onednn_reports_is_read_from_its_verbose_lines():
+    output = (
+        'onednn_verbose,v1,info,oneDNN v3.7.3 (commit N/A)\n'
+        'onednn_verbose,v1,info,cpu,runtime:threadpool,nthr:2\n'
+        'onednn_verbose,v1,info,cpu,isa:Intel AVX-512 with Intel DL Boost and bfloat16 support\n'
+        'onednn_verbose,v1,info,gpu,runtime:none\n'
+    )
+    assert machine.parse_onednn_isa(output) == 'Intel AVX-512 with Intel DL Boost and bfloat16 support'
+    assert machine.parse_onednn_isa('dnnl_verbose,info,cpu,isa:Intel AVX2\n') == 'Intel AVX2'  # older oneDNN
+    assert machine.parse_onednn_isa('some other output\n') is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='/proc/cpuinfo')
+def test_a_run_logs_its_devices_and_strategy_in_one_line(tmp_path):
+    """resnet_main.py as a user runs it, with no device flag, on this machine: one line, the start-up
+    line of this machine (whose wording test_the_start_up_line checks) with settings named as flags."""
+    result = run_main(
+        '--mode=train',
+        '--data_source=synthetic',
+        f'--log_root={tmp_path}',
+        '--hparams_override=num_residual_units=1,batch_size=16',
+        '--train_steps=1',
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line[line.index('devices: ') :] for line in result.stderr.splitlines() if 'devices: ' in line]
+    assert len(lines) == 1, result.stderr
+    if tf.config.list_physical_devices('GPU'):
+        assert re.match(r'devices: \d+ GPUs? \(.+\); strategy: (one_device|mirrored), \d+ replicas?$', lines[0])
+        return
+    assert lines[0] == machine.startup_line(tf.distribute.get_strategy(), 'float32', name=lambda key: f'--{key}')
+    assert lines[0].startswith('devices: CPU (') and f'{os.cpu_count()} logical cores' in lines[0], lines[0]
