@@ -77,6 +77,13 @@ def _onnx(portable, path, class_names):
         warnings.simplefilter('ignore', FutureWarning)
         portable.export(path, format='onnx', input_signature=[IMAGES], verbose=False)
     model = onnx.load(path)
+    try:  # tf2onnx leaves ops it cannot express (e.g. Erfc, of an exact GELU) in the graph
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        first_line = str(e).strip().splitlines()[0]
+        raise RunError(
+            f'ONNX cannot hold this network ({first_line}); export another format', 'export_format'
+        ) from None
     onnx.helper.set_model_props(model, {'class_names': json.dumps(class_names)})
     onnx.save(model, path)
 

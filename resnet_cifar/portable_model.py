@@ -50,15 +50,32 @@ def _portable_network(model):
     return network
 
 
-def _mirror(images):
-    """Left-right mirror images, as tf.image.flip_left_right: the width axis multiplied by the
-    reversed identity matrix, which moves each pixel unchanged (a frozen Dense on that axis)."""
-    width = images.shape[2]
-    x = keras.layers.Permute((1, 3, 2), name='width_last')(images)
-    reverse = keras.layers.Dense(width, use_bias=False, trainable=False, name='mirror')
-    x = reverse(x)
-    reverse.set_weights([np.eye(width, dtype=np.float32)[::-1]])
-    return keras.layers.Permute((1, 3, 2), name='width_back')(x)
+def _move_axis(images, matrix, axis, name):
+    """Images with `axis` (1: height, 2: width) mapped by `matrix` (out = matrix @ in along it): a
+    frozen Dense on that axis whose one-hot rows move each pixel unchanged."""
+    order = (1, 3, 2) if axis == 2 else (3, 2, 1)  # the axis last, and back: each is its own inverse
+    x = keras.layers.Permute(order, name=f'{name}_to')(images)
+    move = keras.layers.Dense(matrix.shape[0], use_bias=False, trainable=False, name=name)
+    x = move(x)
+    move.set_weights([matrix.T.astype(np.float32)])
+    return keras.layers.Permute(order, name=f'{name}_back')(x)
+
+
+def _mirror(images, name='mirror'):
+    """Left-right mirror images, as tf.image.flip_left_right."""
+    return _move_axis(images, np.eye(images.shape[2])[::-1], 2, name)
+
+
+def _shift(images, by, name):
+    """Images moved `by` (1 or -1) pixels down and right, the border filled by reflection, as
+    recipe.inference_logits' translate_tta crops a reflect-padded image."""
+    shifted = images
+    for axis in (1, 2):
+        size = images.shape[axis]
+        sources = np.abs(np.arange(size) - by)  # row i shows row i - by, reflected at both ends
+        sources = np.where(sources > size - 1, 2 * (size - 1) - sources, sources)
+        shifted = _move_axis(shifted, np.eye(size)[sources], axis, f'{name}_{axis}')
+    return shifted
 
 
 def build(model, hps):
@@ -68,23 +85,32 @@ def build(model, hps):
     Its layers: a cast to float; per-image standardization as LayerNormalization over the whole
     image (the zero mean and unit variance of tf.image.per_image_standardization, whose lower
     bound on the deviation, 1/sqrt(3072) of a level, only touches images of nearly one colour); the
-    network; with flip_tta, the mean of its logits for the image and its mirror; a softmax.
+    network; with flip_tta, the mean of its logits for the image and its mirror; with translate_tta,
+    half those and a quarter each those of the image moved one pixel either way; a softmax.
     """
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(FLOAT32)  # a mixed-precision run's model is built float32 too
     try:
-        return _build(model, hps.flip_tta)
+        return _build(model, hps.flip_tta, hps.translate_tta)
     finally:
         keras.config.set_dtype_policy(previous)
 
 
-def _build(model, flip_tta):
+def _build(model, flip_tta, translate_tta):
     network = _portable_network(model)
     images = keras.Input((32, 32, 3), dtype='uint8', name='images')
     x = keras.layers.Rescaling(1.0, name='to_float')(images)
     x = keras.layers.LayerNormalization(axis=[1, 2, 3], epsilon=1e-12, center=False, scale=False, name='standardize')(x)
-    logits = network(x)
-    if flip_tta:
-        logits = keras.layers.Average(name='flip_tta')([logits, network(_mirror(x))])
+
+    def views(x, name):
+        logits = network(x)
+        if flip_tta:
+            logits = keras.layers.Average(name=f'{name}_flip_tta')([logits, network(_mirror(x, f'{name}_mirror'))])
+        return logits
+
+    logits = views(x, 'image')
+    if translate_tta:
+        moved = [views(_shift(x, by, f'shift{by:+d}'), f'shift{by:+d}') for by in (1, -1)]
+        logits = keras.layers.Average(name='translate_tta')([logits, keras.layers.Average(name='moved')(moved)])
     probabilities = keras.layers.Softmax(name='probabilities')(logits)
     return keras.Model(images, {'probabilities': probabilities}, name='resnet_cifar')

@@ -113,7 +113,7 @@ def _assert_same_answers(probabilities, expected):
 
 
 def test_the_portable_model_computes_predicts_probabilities_in_float32(run):
-    """With and without flip TTA, from a network restored under a mixed-precision policy."""
+    """With and without flip and translate TTA, from a network restored under a mixed-precision policy."""
     checkpoint, hps = os.path.join(run['config'].log_root, 'ckpt-20'), run['config'].hparams
     images = run['images'][:100]
     reference = restore.restore_model(checkpoint, hps)
@@ -123,9 +123,10 @@ def test_the_portable_model_computes_predicts_probabilities_in_float32(run):
         model = restore.restore_model(checkpoint, hps)
     finally:
         keras.config.set_dtype_policy(previous)
-    for flip_tta in (False, True):
-        portable = portable_model.build(model, hps._replace(flip_tta=flip_tta))
-        logits = recipe.inference_logits(reference, cifar_input.standardize(tf.constant(images)), flip_tta)
+    for flip_tta, translate_tta in ((False, False), (True, False), (False, True), (True, True)):
+        portable = portable_model.build(model, hps._replace(flip_tta=flip_tta, translate_tta=translate_tta))
+        standardized = cifar_input.standardize(tf.constant(images))
+        logits = recipe.inference_logits(reference, standardized, flip_tta, translate_tta)
         np.testing.assert_allclose(portable(images)['probabilities'], tf.nn.softmax(logits), rtol=0, atol=1e-5)
     layers = portable.layers + portable.get_layer('resnet').layers
     assert {layer.dtype_policy.name for layer in layers} == {'float32'}
