@@ -5,6 +5,7 @@ import dataclasses
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ resnet_cifar.setup()  # TensorFlow started as the command line starts it, before
 # isort: split
 import tensorflow as tf  # noqa: E402
 
-from resnet_cifar import datasets, run_config  # noqa: E402
+from resnet_cifar import datasets, run_config, training  # noqa: E402
 from resnet_cifar.hparams_check import make_hparams  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -193,3 +194,28 @@ def fake_gpus(monkeypatch):
 
     real_list, real_visible = tf.config.list_physical_devices, tf.config.get_visible_devices
     return install
+
+
+def folder_contents(folder):
+    """Every file under `folder` with its bytes: what must stay as it was."""
+    files = {}
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(parent, name), 'rb') as f:
+                files[os.path.relpath(os.path.join(parent, name), folder)] = f.read()
+    return files
+
+
+def train_stopped_then_resumed(monkeypatch, config):
+    """Trains `config` until its first progress report, where Ctrl-C arrives, then runs the same call
+    again, as a user resumes: the two TrainResults."""
+    report = training._report
+
+    def interrupt_at_the_first_report(*args):
+        os.kill(os.getpid(), signal.SIGINT)
+        return report(*args)
+
+    monkeypatch.setattr(training, '_report', interrupt_at_the_first_report)
+    stopped = training.train(config)
+    monkeypatch.setattr(training, '_report', report)
+    return stopped, training.train(config)

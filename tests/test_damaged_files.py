@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import tensorflow as tf
-from conftest import as_flags, assert_user_error, run_main, tiny_config
+from conftest import as_flags, assert_user_error, folder_contents, run_main, tiny_config
 
 import cifar_input
 from resnet_cifar import evaluation, ownership, run_config, run_folder, training
@@ -81,15 +81,6 @@ def _read_back(name, config):
     return evaluation.read_history(config.eval_dir)
 
 
-def _contents(folder):
-    files = {}
-    for parent, _, names in os.walk(folder):
-        for name in names:
-            with open(os.path.join(parent, name), 'rb') as f:
-                files[os.path.relpath(os.path.join(parent, name), folder)] = f.read()
-    return files
-
-
 @pytest.mark.parametrize(('name', 'damage', 'said'), DAMAGED)
 def test_a_damaged_file_gives_one_line_and_leaves_the_folder_as_it_was(evaluated_run, tmp_path, name, damage, said):
     config = dataclasses.replace(evaluated_run, log_root=str(tmp_path / 'run'), train_dir=None, eval_dir=None)
@@ -98,12 +89,12 @@ def test_a_damaged_file_gives_one_line_and_leaves_the_folder_as_it_was(evaluated
     original = OWNER_RECORD if name == 'owner.json' else open(path).read()
     with open(path, 'w') as f:
         f.write(damage(original))
-    before = _contents(config.log_root)
+    before = folder_contents(config.log_root)
     with pytest.raises(UserError) as error:
         _read_back(name, config)
     line = as_flags(error.value)
     assert '\n' not in line and path in line and said in line, line
-    assert _contents(config.log_root) == before
+    assert folder_contents(config.log_root) == before
 
 
 def test_a_damaged_run_folder_gives_one_line_on_the_command_line(evaluated_run, tmp_path):

@@ -1,14 +1,11 @@
 """The speed-run switches (docs/fast.md): each does what it says, a tiny airbench run with all of
 them on resumes exactly and is what eval, predict and export use, and the preset is valid."""
 
-import os
-import signal
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config, tiny_hparams
+from conftest import tiny_config, tiny_hparams, train_stopped_then_resumed
 
 import cifar_input
 import resnet_model
@@ -259,16 +256,7 @@ def test_a_run_with_every_switch_resumes_exactly_and_serves_what_it_trained(subs
     one_go = tiny_config(tmp_path / 'one_go', subset, switches, seed=3)
     resumed = tiny_config(tmp_path / 'resumed', subset, switches, seed=3, summary_every_steps=5)
     training.train(one_go)
-    report = training._report
-
-    def interrupt_at_the_first_report(*args):
-        os.kill(os.getpid(), signal.SIGINT)
-        return report(*args)
-
-    monkeypatch.setattr(training, '_report', interrupt_at_the_first_report)
-    assert training.train(resumed) == (5, 'SIGINT')
-    monkeypatch.setattr(training, '_report', report)
-    assert training.train(resumed) == (8, None)
+    assert train_stopped_then_resumed(monkeypatch, resumed) == ((5, 'SIGINT'), (8, None))
     expected, actual = _weights(tmp_path / 'one_go' / 'ckpt-8'), _weights(tmp_path / 'resumed' / 'ckpt-8')
     assert expected.keys() == actual.keys() and any(name.startswith('lookahead/') for name in expected)
     for name in expected:

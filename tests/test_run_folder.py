@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 import tensorflow as tf
-from conftest import as_flags, checkpoint_steps, tiny_config
+from conftest import as_flags, checkpoint_steps, folder_contents, tiny_config
 
 from resnet_cifar import evaluation, restore, run_folder, saved_config, trained_model, training
 from resnet_cifar.errors import UserError
@@ -31,18 +31,8 @@ def run(four_steps, copy_run, caplog):
     return copy_run(four_steps)
 
 
-def _contents(folder):
-    """Every file under `folder` with its bytes: what must stay as it was."""
-    files = {}
-    for parent, _, names in os.walk(folder):
-        for name in names:
-            with open(os.path.join(parent, name), 'rb') as f:
-                files[os.path.relpath(os.path.join(parent, name), folder)] = f.read()
-    return files
-
-
 def _checkpoint_files(folder):
-    return {name: data for name, data in _contents(folder).items() if name.startswith('ckpt-')}
+    return {name: data for name, data in folder_contents(folder).items() if name.startswith('ckpt-')}
 
 
 def _extended(config, train_steps):
@@ -106,12 +96,12 @@ def test_the_advice_for_a_damaged_newest_checkpoint_works_when_followed(run, tmp
     data = os.path.join(run.log_root, 'ckpt-4.data-00000-of-00001')
     with open(data, 'r+b') as f:
         f.truncate(100)
-    before = _contents(run.log_root)
+    before = folder_contents(run.log_root)
     with pytest.raises(UserError) as error:
         training.train(_extended(run, 6))
     line = as_flags(error.value)
     assert 'ckpt-4 is unreadable' in line and 'ckpt-3 is usable: move the files of ckpt-4.* away' in line, line
-    assert _contents(run.log_root) == before
+    assert folder_contents(run.log_root) == before
 
     moved = tmp_path / 'moved'
     moved.mkdir()
@@ -139,13 +129,13 @@ def _edit_hparams_json(log_root, edit):
 
 def test_a_key_missing_from_hparams_json_is_refused_not_filled_in(run):
     _edit_hparams_json(run.log_root, lambda saved: saved['hparams'].pop('train_steps'))
-    before = _contents(run.log_root)
+    before = folder_contents(run.log_root)
     with pytest.raises(UserError) as error:
         run_folder.read_config(run.log_root)
     line = as_flags(error.value)
     assert line.startswith(f'{run.log_root}/hparams.json: hparams.train_steps is missing'), line
     assert 'move hparams.json away' in line and 'ckpt-4' in line
-    assert _contents(run.log_root) == before
+    assert folder_contents(run.log_root) == before
 
 
 def test_hparams_json_of_the_first_version_still_loads(run):

@@ -20,6 +20,7 @@ from conftest import (
     summary_tags,
     tiny_config,
     tiny_hparams,
+    train_stopped_then_resumed,
     with_steps,
 )
 
@@ -98,16 +99,7 @@ def test_resume_is_exact(subset, tmp_path, monkeypatch, switches):
     one_go = tiny_config(tmp_path / 'one_go', subset, {**switches, 'train_steps': 8}, seed=3)
     resumed = tiny_config(tmp_path / 'resumed', subset, {**switches, 'train_steps': 8}, seed=3, summary_every_steps=4)
     training.train(one_go)
-    report = training._report
-
-    def interrupt_at_the_first_report(*args):
-        os.kill(os.getpid(), signal.SIGINT)
-        return report(*args)
-
-    monkeypatch.setattr(training, '_report', interrupt_at_the_first_report)
-    assert training.train(resumed) == (4, 'SIGINT')
-    monkeypatch.setattr(training, '_report', report)
-    assert training.train(resumed) == (8, None)
+    assert train_stopped_then_resumed(monkeypatch, resumed) == ((4, 'SIGINT'), (8, None))
     expected, actual = weights(tmp_path / 'one_go' / 'ckpt-8'), weights(tmp_path / 'resumed' / 'ckpt-8')
     assert expected.keys() == actual.keys() and len(expected) > 40
     assert any(name.startswith('averaged_model/') for name in expected) == bool(switches)
