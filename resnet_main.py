@@ -178,7 +178,7 @@ def flag_name(key):
     the user gave the path itself), or the key as it is when it is no flag (a file, an hparam)."""
     if key in DATA_PATHS and not FLAGS[key].present:
         return '--data_dir'
-    return errors.flag_name(key)
+    return errors.flag_name(key, FLAGS)
 
 
 def main(argv):

@@ -10,7 +10,7 @@ import re
 import signal
 import sys
 
-from absl import flags, logging
+from absl import logging
 
 
 class UserError(ValueError):
@@ -49,9 +49,10 @@ def _raise_stopped(signum, frame):
     raise Stopped(signal.Signals(signum).name)
 
 
-def flag_name(key):
-    """A setting as an absl program names it: `--key` when it is one of its flags, else the key."""
-    return f'--{key}' if key in flags.FLAGS else key
+def flag_name(key, flag_values):
+    """A setting as a program with `flag_values` (its absl FLAGS) names it: `--key` when it is one of
+    its flags, else the key."""
+    return f'--{key}' if key in flag_values else key
 
 
 def _fail(line):
@@ -60,13 +61,18 @@ def _fail(line):
     sys.exit(2)
 
 
-def exit_on_error(main, name=flag_name, stop_hint=''):
-    """`main` wrapped for a command line (`app.run(exit_on_error(main))`), never ending in a traceback:
+def exit_on_error(main, flag_values=None, name=None, stop_hint=''):
+    """`main` wrapped for a command line (`app.run(exit_on_error(main, FLAGS))`), never ending in a
+    traceback:
 
     a UserError or OSError becomes one `error: ...` line on standard error and exit code 2, each
-    setting named by name(key); SIGINT or SIGTERM become a `stopped by SIGNAL` line (+ `stop_hint`)
+    setting named by name(key), by default flag_name(key, flag_values) (without flag_values: the
+    key); SIGINT or SIGTERM become a `stopped by SIGNAL` line (+ `stop_hint`)
     and exit code 128 + the signal's number. main's return value is returned (app.run exits with it).
     """
+
+    if name is None:
+        name = str if flag_values is None else functools.partial(flag_name, flag_values=flag_values)
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):

@@ -140,4 +140,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(errors.exit_on_error(main))
+    app.run(errors.exit_on_error(main, FLAGS))

@@ -60,4 +60,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(exit_on_error(main))
+    app.run(exit_on_error(main, FLAGS))

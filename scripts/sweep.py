@@ -91,4 +91,4 @@ def main(argv):
 
 if __name__ == '__main__':
     define_flags()
-    app.run(errors.exit_on_error(main, stop_hint='; run the same command to resume'))
+    app.run(errors.exit_on_error(main, FLAGS, stop_hint='; run the same command to resume'))

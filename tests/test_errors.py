@@ -4,6 +4,7 @@ import os
 import signal
 
 import pytest
+from absl import flags
 
 from resnet_cifar import errors
 
@@ -20,6 +21,17 @@ def test_a_user_error_is_one_line_naming_the_setting_and_exit_code_2(capsys):
 
     assert _ends(main, ['prog'], name=lambda key: f'--{key}') == 2
     assert capsys.readouterr().err == 'error: --train_steps: expected a positive integer, got 0\n'
+
+
+def test_a_programs_flags_name_the_settings_that_are_flags(capsys):
+    flag_values = flags.FlagValues()
+    flags.DEFINE_integer('train_steps', 1, 'Steps.', flag_values=flag_values)
+
+    def main():
+        raise errors.UserError('0 is not a step count; the preset gives lrn_rate', 'train_steps', ['lrn_rate'])
+
+    assert _ends(main, flag_values=flag_values) == 2
+    assert capsys.readouterr().err == 'error: --train_steps: 0 is not a step count; the preset gives lrn_rate\n'
 
 
 def test_an_os_error_names_the_file(tmp_path, capsys):
