@@ -12,13 +12,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from resnet_cifar.datasets import (  # noqa: F401  (data_patterns, CLASS_NAMES: cifar_input's API too)
-    CLASS_NAMES,
+from resnet_cifar.datasets import (
     DATASETS,
     DEPTH,
     IMAGE_SIZE,
     DataError,
-    data_patterns,
     record_bytes,
 )
 

@@ -38,6 +38,21 @@ def read_json(path, way_out, expected=dict, key=None, mentions=(), error=UserErr
     return value
 
 
+def read_checked(path, keys, way_out, error=UserError):
+    """The JSON object at `path` (read_json), each of `keys` checked: {key: (valid, expected)} or
+    (valid, expected, required); a key missing (and required) or not valid(value) raises `error`
+    naming the file, the key and what it should be, ending with `way_out`."""
+    values = read_json(path, way_out, error=error)
+    for key, (valid, expected, *optional) in keys.items():
+        if key not in values:
+            if optional and not optional[0]:
+                continue
+            raise error(f'{path}: {key} is missing; {way_out}')
+        if not valid(values[key]):
+            raise error(f'{path}: {key}: expected {expected}, got {values[key]!r}; {way_out}')
+    return values
+
+
 def _json_type(value):
     names = {dict: 'an object', list: 'a list', str: 'a string', bool: 'true or false', type(None): 'null'}
     return names.get(type(value), 'a number')

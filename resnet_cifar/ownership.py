@@ -68,13 +68,7 @@ def read_record(path):
     """The owner record at `path`, checked key by key; a damaged one is refused in one line."""
     folder = os.path.dirname(path)
     way_out = f'if no process uses {folder}, remove {path}'
-    record = json_files.read_json(path, way_out)
-    for key, (valid, expected) in RECORD_KEYS.items():
-        if key not in record:
-            raise RunError(f'{path}: {key} is missing; {way_out}')
-        if not valid(record[key]):
-            raise RunError(f'{path}: {key}: expected {expected}, got {record[key]!r}; {way_out}')
-    return record
+    return json_files.read_checked(path, RECORD_KEYS, way_out, error=RunError)
 
 
 def still_running(record):

@@ -17,9 +17,8 @@ import re
 
 import cifar_input
 import resnet_model
-from resnet_cifar import json_files, run_config, run_folder
+from resnet_cifar import datasets, json_files, run_config, run_folder
 from resnet_cifar.choices import DTYPE_POLICIES, is_preset_file
-from resnet_cifar.datasets import SHARED_SUBSET
 from resnet_cifar.errors import UserError
 from resnet_cifar.hparams_check import make_hparams
 
@@ -161,13 +160,15 @@ def configurations(grid):
 
 def _check_data(recipe):
     """The data folder holds the dataset, with room for the validation split; returns its absolute path."""
-    data_dir = recipe.data_dir or (SHARED_SUBSET if os.path.isdir(SHARED_SUBSET) else None)
+    data_dir = recipe.data_dir or (datasets.SHARED_SUBSET if os.path.isdir(datasets.SHARED_SUBSET) else None)
     if not data_dir:
-        raise UserError(f'needed: the folder of the binary batch files (there is no {SHARED_SUBSET})', 'data_dir')
-    train, test = cifar_input.data_patterns(recipe.dataset, data_dir)
+        raise UserError(
+            f'needed: the folder of the binary batch files (there is no {datasets.SHARED_SUBSET})', 'data_dir'
+        )
+    train, test = datasets.data_patterns(recipe.dataset, data_dir)
     cifar_input.list_files(test, recipe.dataset, 'data_dir')
     files = cifar_input.list_files(train, recipe.dataset, 'data_dir')
-    count = sum(os.path.getsize(f) // cifar_input.record_bytes(recipe.dataset) for f in files)
+    count = sum(os.path.getsize(f) // datasets.record_bytes(recipe.dataset) for f in files)
     if not 0 <= recipe.validation_size < count:
         raise UserError(f'expected 0 up to {count - 1}, the training images in {data_dir}', 'validation_size')
     return os.path.abspath(data_dir)

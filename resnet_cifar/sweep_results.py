@@ -72,28 +72,16 @@ RESULT_KEYS = {
 }
 
 
-def _read_checked(path, keys, way_out):
-    values = json_files.read_json(path, way_out)
-    for key, (valid, expected, required) in keys.items():
-        if key not in values and not required:
-            continue
-        if key not in values:
-            raise UserError(f'{path}: {key} is missing; {way_out}')
-        if not valid(values[key]):
-            raise UserError(f'{path}: {key}: expected {expected}, got {values[key]!r}; {way_out}')
-    return values
-
-
 def read_result(path):
     """A trial's sweep_result.json, checked key by key; a damaged one is refused in one line."""
-    return _read_checked(path, RESULT_KEYS, 'delete it, and the sweep run again measures the trial anew')
+    return json_files.read_checked(path, RESULT_KEYS, 'delete it, and the sweep run again measures the trial anew')
 
 
 def read_launch(path):
     """A trial's sweep_launch.json (when it was launched, and whether from nothing), checked."""
     way_out = "delete it and run the sweep again (the trial's seconds are then left empty)"
     try:
-        launch = _read_checked(path, {key: RESULT_KEYS[key] for key in ('launched', 'fresh')}, way_out)
+        launch = json_files.read_checked(path, {key: RESULT_KEYS[key] for key in ('launched', 'fresh')}, way_out)
     except FileNotFoundError:
         raise UserError(f'no {path}; run the sweep again') from None
     return {'launched': launch['launched'], 'fresh': launch['fresh']}

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, as_flags, summary_tags, tiny_config, tiny_train_args
 
-import cifar_input
-from resnet_cifar import evaluation, run_config, training
+from resnet_cifar import datasets, evaluation, run_config, training
 from resnet_cifar.errors import UserError
 
 
@@ -42,7 +41,7 @@ def test_eval_reports_per_class_results(trained, tmp_path):
     assert confusion.shape == (10, 10) and confusion.sum() == metrics['num_examples'] == 1017
     assert np.trace(confusion) / 1017 == pytest.approx(metrics['precision'])
     per_class = metrics['per_class_recall']
-    assert list(per_class) == cifar_input.CLASS_NAMES['cifar10']
+    assert list(per_class) == datasets.CLASS_NAMES['cifar10']
     row = confusion[3]
     assert per_class['cat'] == pytest.approx(row[3] / row.sum(), abs=1e-4)
     lines = open(tmp_path / 'metrics.json').read().splitlines()

@@ -16,7 +16,7 @@ from conftest import assert_user_error, run_main, tiny_config, tiny_hparams
 
 import cifar_input
 import resnet_model
-from resnet_cifar import choices, export_formats, portable_model, recipe, restore, trained_model, training
+from resnet_cifar import choices, datasets, export_formats, portable_model, recipe, restore, trained_model, training
 from resnet_cifar.errors import UserError
 
 TOLERANCE = 1e-4  # on probabilities; top classes may differ only where predict's top two are this close
@@ -159,7 +159,7 @@ def test_each_format_runs_in_its_own_runtime_with_predicts_answers(run, export_f
     facts = json.loads(result.stdout.splitlines()[-1])
     probabilities, expected = np.load(output), run['probabilities']
     _assert_same_answers(probabilities, expected)
-    names = cifar_input.CLASS_NAMES['cifar10']
+    names = datasets.CLASS_NAMES['cifar10']
     assert facts['class_names'] == [names[i] for i in probabilities.argmax(axis=1)]
     assert facts['loaded'] == ([] if export_format in ('litert', 'onnx') else ['tensorflow'])
     if export_format == 'litert':

@@ -12,7 +12,7 @@ from PIL import Image
 
 import cifar_input
 import resnet_model
-from resnet_cifar import recipe, run_folder, trained_model, training
+from resnet_cifar import datasets, recipe, run_folder, trained_model, training
 from resnet_cifar.errors import UserError
 
 
@@ -43,7 +43,7 @@ def test_predict_prints_top_classes_of_each_image(run):
     lines = trained_model.describe(predictions, top_k=3)
     assert len(lines) == 5
     expected = _probabilities_from_checkpoint(run['log_root'], run['images'])
-    names = cifar_input.CLASS_NAMES['cifar10']
+    names = datasets.CLASS_NAMES['cifar10']
     for line, path, probs in zip(lines, run['pngs'], expected, strict=True):
         assert line.startswith(f'{path}: ')
         printed = re.findall(r'(\w+) ([\d.]+)', line[len(path) + 2 :])
@@ -85,7 +85,7 @@ def test_load_gives_the_network_and_how_predict_calls_it(run):
     standardized = cifar_input.standardize(tf.constant(run['images']))
     probabilities = tf.nn.softmax(recipe.inference_logits(model, standardized, config.hparams.flip_tta))
     np.testing.assert_allclose(probabilities, trained_model.predict(run['pngs'], run['log_root']).probabilities)
-    assert config.class_names == cifar_input.CLASS_NAMES['cifar10'] and config.log_root == run['log_root']
+    assert config.class_names == datasets.CLASS_NAMES['cifar10'] and config.log_root == run['log_root']
 
 
 def test_predict_decodes_and_resizes_a_jpeg_as_pil_does(run):
@@ -105,6 +105,6 @@ def test_predict_decodes_and_resizes_a_jpeg_as_pil_does(run):
 
 
 def test_class_names():
-    assert len(cifar_input.CLASS_NAMES['cifar10']) == 10 and len(set(cifar_input.CLASS_NAMES['cifar100'])) == 100
-    assert cifar_input.CLASS_NAMES['cifar100'][:3] == ['apple', 'aquarium_fish', 'baby']
-    assert cifar_input.CLASS_NAMES['cifar100'][-1] == 'worm'
+    assert len(datasets.CLASS_NAMES['cifar10']) == 10 and len(set(datasets.CLASS_NAMES['cifar100'])) == 100
+    assert datasets.CLASS_NAMES['cifar100'][:3] == ['apple', 'aquarium_fish', 'baby']
+    assert datasets.CLASS_NAMES['cifar100'][-1] == 'worm'
