@@ -110,7 +110,7 @@ def _build(model, flip_tta, translate_tta):
 
     logits = views(x, 'image')
     if translate_tta:
-        moved = [views(_shift(x, by, f'shift{by:+d}'), f'shift{by:+d}') for by in (1, -1)]
+        moved = [views(_shift(x, by, name), name) for by, name in ((1, 'shift_down'), (-1, 'shift_up'))]
         logits = keras.layers.Average(name='translate_tta')([logits, keras.layers.Average(name='moved')(moved)])
     probabilities = keras.layers.Softmax(name='probabilities')(logits)
     return keras.Model(images, {'probabilities': probabilities}, name='resnet_cifar')

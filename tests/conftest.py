@@ -39,6 +39,35 @@ ALL_SWITCHES = {
     'cutout': 8,
     'flip_tta': True,
 }
+# airbench at a fraction of its widths, with every speed-run switch on, in a few steps.
+TINY_FAST = {
+    'network': 'airbench',
+    'filters': [24, 8, 16, 16],
+    'whiten': True,
+    'whiten_bias_steps': 3,
+    'dirac_init': True,
+    'bn_scale': False,
+    'bn_decay': 0.6,
+    'bn_bias_lr': 64.0,
+    'logit_scale': 0.125,
+    'optimizer': 'nesterov',
+    'momentum': 0.85,
+    'decoupled': True,
+    'lrn_rate': 11.5,
+    'weight_decay_rate': 0.0153,
+    'lr_schedule': 'triangular',
+    'warmup_steps': 2,
+    'warmup_from': 0.2,
+    'min_lrn_rate': 0.8,
+    'label_smoothing': 0.2,
+    'lookahead_every': 2,
+    'lookahead_start': 2,
+    'alternating_flip': True,
+    'translate': 2,
+    'reflect_pad': True,
+    'flip_tta': True,
+    'translate_tta': True,
+}
 
 
 @pytest.fixture(scope='session')

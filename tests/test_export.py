@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_user_error, run_main, tiny_config, tiny_hparams
+from conftest import TINY_FAST, assert_user_error, run_main, tiny_config, tiny_hparams
 
 import cifar_input
 import resnet_model
@@ -78,12 +78,10 @@ def _needs(*modules):
         pytest.skip(message)
 
 
-@pytest.fixture(scope='module')
-def run(subset, tmp_path_factory):
-    """A ResNet-8 trained a few steps with a weight average and flip TTA, the 1,017 real test
-    images, predict's probabilities for them, and each format exported once (on first use)."""
-    root = tmp_path_factory.mktemp('export')
-    config = tiny_config(root / 'run', subset, {'train_steps': 20, 'ema_decay': 0.9, 'flip_tta': True})
+def _trained(root, subset, overrides):
+    """A run trained in ROOT/run, the 1,017 real test images, predict's probabilities for them, and
+    each format exported once (on first use)."""
+    config = tiny_config(root / 'run', subset, overrides)
     training.train(config)
     test_batch = os.path.join(subset, 'test_batch.bin')
     images, _ = cifar_input.read_records([test_batch], 'cifar10')
@@ -103,6 +101,20 @@ def run(subset, tmp_path_factory):
         'probabilities': trained_model.predict([test_batch], config.log_root).probabilities,
         'export': export,
     }
+
+
+@pytest.fixture(scope='module')
+def run(subset, tmp_path_factory):
+    """A ResNet-8 trained a few steps with a weight average and flip TTA."""
+    overrides = {'train_steps': 20, 'ema_decay': 0.9, 'flip_tta': True}
+    return _trained(tmp_path_factory.mktemp('export'), subset, overrides)
+
+
+@pytest.fixture(scope='module')
+def fast_run(subset, tmp_path_factory):
+    """A narrow airbench network trained a few steps with every speed-run switch: its whitening
+    stem, GELU, max-pools, lookahead, and flip and translate TTA."""
+    return _trained(tmp_path_factory.mktemp('export_fast'), subset, {**TINY_FAST, 'train_steps': 6})
 
 
 def _assert_same_answers(probabilities, expected):
@@ -143,7 +155,9 @@ def test_the_portable_model_of_a_bottleneck_network_for_cifar100():
 
 @pytest.mark.slow
 @pytest.mark.parametrize('export_format', choices.EXPORT_FORMATS)
-def test_each_format_runs_in_its_own_runtime_with_predicts_answers(run, export_format):
+@pytest.mark.parametrize('trained', ['run', 'fast_run'])
+def test_each_format_runs_in_its_own_runtime_with_predicts_answers(request, trained, export_format):
+    run = request.getfixturevalue(trained)
     _needs(RUNTIMES[export_format], *export_formats.NEEDS.get(export_format, ()))
     folder = run['export'](export_format)
     output = run['root'] / f'{export_format}.npy'

@@ -5,42 +5,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config, tiny_hparams, train_stopped_then_resumed
+from conftest import TINY_FAST, tiny_config, tiny_hparams, train_stopped_then_resumed
 
 import cifar_input
 import resnet_model
 from resnet_cifar import evaluation, fast_network, recipe, run_config, trained_model, training
 from resnet_cifar.errors import UserError
-
-# airbench at a fraction of its widths, with every speed-run switch on, in a few steps.
-TINY_FAST = {
-    'network': 'airbench',
-    'filters': [24, 8, 16, 16],
-    'whiten': True,
-    'whiten_bias_steps': 3,
-    'dirac_init': True,
-    'bn_scale': False,
-    'bn_decay': 0.6,
-    'bn_bias_lr': 64.0,
-    'logit_scale': 0.125,
-    'optimizer': 'nesterov',
-    'momentum': 0.85,
-    'decoupled': True,
-    'lrn_rate': 11.5,
-    'weight_decay_rate': 0.0153,
-    'lr_schedule': 'triangular',
-    'warmup_steps': 2,
-    'warmup_from': 0.2,
-    'min_lrn_rate': 0.8,
-    'label_smoothing': 0.2,
-    'lookahead_every': 2,
-    'lookahead_start': 2,
-    'alternating_flip': True,
-    'translate': 2,
-    'reflect_pad': True,
-    'flip_tta': True,
-    'translate_tta': True,
-}
 
 
 def test_whitening_kernel_whitens_the_patches_as_their_eigendecomposition_says():
