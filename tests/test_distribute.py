@@ -38,6 +38,14 @@ def test_two_replicas_take_the_same_step_as_one_device():
     assert measured['weights_difference'] < 1e-5, measured
 
 
+def test_two_replicas_take_the_fast_presets_steps_as_one_device():
+    measured = _two_replicas('fast_steps')
+    assert measured['replicas'] == 2
+    assert measured['update_norm'] > 1e-3, 'the steps must change the weights'
+    assert measured['loss_difference'] < 1e-5, measured
+    assert measured['weights_difference'] < 1e-5, measured
+
+
 def test_two_replica_checkpoint_evaluates_the_same_on_one_device():
     measured = _two_replicas('checkpoint_across_strategies')
     two, one = measured['two_replicas'], measured['one_device']

@@ -9,7 +9,7 @@ from conftest import TINY_FAST, tiny_config, tiny_hparams, train_stopped_then_re
 
 import cifar_input
 import resnet_model
-from resnet_cifar import evaluation, fast_network, recipe, run_config, trained_model, training
+from resnet_cifar import devices, evaluation, fast_network, portable_model, recipe, run_config, trained_model, training
 from resnet_cifar.errors import UserError
 
 
@@ -245,3 +245,30 @@ def test_a_run_with_every_switch_resumes_exactly_and_serves_what_it_trained(subs
     assert evaluation.score_checkpoint(one_go, path)['precision'] == pytest.approx(expected_precision)
     predictions = trained_model.predict([f'{subset}/test_batch.bin'], checkpoint=path)
     np.testing.assert_allclose(predictions.probabilities, tf.nn.softmax(logits), rtol=1e-4, atol=1e-5)
+
+
+def test_the_fast_preset_trains_on_cifar100_in_bfloat16(tmp_path):
+    """The preset itself, narrowed to a few steps: 100 classes, mixed bfloat16, synthetic images.
+    Its variables stay float32 and finite, the frozen whitening stays the training images', eval
+    scores the run and its portable model (what export writes) gives 100 probabilities."""
+    overrides = {'filters': [24, 8, 16, 16], 'batch_size': 32, 'train_steps': 4, 'warmup_steps': 1}
+    overrides.update(whiten_bias_steps=2, lookahead_every=2, lookahead_start=2)
+    synthetic = run_config.DataSettings(data_source='synthetic')
+    config = run_config.new_run(str(tmp_path), 'fast', 'cifar100', overrides, data=synthetic, eval_once=True)
+    devices.configure_tensorflow(dtype='bfloat16')
+    try:
+        training.train(config)
+        metrics = evaluation.evaluate_checkpoints(config)
+    finally:
+        devices.configure_tensorflow()
+    assert metrics['step'] == 4 and 0 <= metrics['precision'] <= 1
+    reader = tf.train.load_checkpoint(str(tmp_path / 'ckpt-4'))
+    for name, dtype in reader.get_variable_to_dtype_map().items():
+        if name.startswith(('model/', 'lookahead/')):
+            assert dtype == tf.float32 and np.isfinite(reader.get_tensor(name)).all(), name
+    model, _ = trained_model.load(config.log_root)
+    whitening = fast_network.whitening_kernel(run_config.load_split(config, 'train')[0])
+    np.testing.assert_allclose(model.get_layer(fast_network.WHITEN).kernel.numpy(), whitening, rtol=1e-6)
+    probabilities = portable_model.build(model, config.hparams)(run_config.load_split(config, 'test')[0][:8])
+    np.testing.assert_allclose(np.sum(probabilities['probabilities'], axis=1), 1, rtol=1e-5)
+    assert probabilities['probabilities'].shape == (8, 100)

@@ -16,11 +16,15 @@ import tensorflow as tf
 
 import cifar_input
 import resnet_model
+from resnet_cifar import fast_network
 from resnet_cifar.hparams_check import make_hparams
+from resnet_cifar.run_config import build_hparams
 
 CPU = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
 HPS = make_hparams({'num_residual_units': 1, 'batch_size': 16})
+FAST = build_hparams('fast', {'filters': [24, 8, 16, 16], 'batch_size': 16, 'train_steps': 4, 'warmup_steps': 1})
+FAST = FAST._replace(whiten_bias_steps=2, lookahead_every=2, lookahead_start=1)
 
 
 def _batch(size, seed=0):
@@ -47,31 +51,39 @@ def _distributed(strategy, dataset):
 
 def one_step():
     """One training step on a global batch: two replicas with synchronized batch norm vs one device."""
+    return _steps_compared(HPS, 1)
+
+
+def fast_steps():
+    """Three steps of the fast preset, narrowed: the whitening stem, the batch-norm bias rate, the
+    decoupled decay, and the lookahead average updated and copied back across replicas."""
+    return _steps_compared(FAST, 3)
+
+
+def _steps_compared(hps, steps):
     keras.utils.set_random_seed(0)
-    single = resnet_model.ResNet(HPS, sync_batch_norm=True)
+    single = resnet_model.ResNet(hps, sync_batch_norm=True)
     single_step = single.build_train_op().train_step
+    if hps.whiten:
+        pixels = np.random.default_rng(5).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+        fast_network.set_whitening(single.model, fast_network.whitening_kernel(pixels))
+    initial = _flat(single.model)
     strategy = _two_replicas()
-    mirrored = resnet_model.ResNet(HPS, sync_batch_norm=True)
+    mirrored = resnet_model.ResNet(hps, sync_batch_norm=True)
     mirrored_step = mirrored.build_train_op(strategy).train_step
     mirrored.model.set_weights(single.model.get_weights())
 
-    images, labels = _batch(HPS.batch_size)
-    expected = single_step(images, labels)
-    actual = mirrored_step(*_distributed(strategy, tf.data.Dataset.from_tensors((images, labels))))
+    for step in range(steps):
+        images, labels = _batch(hps.batch_size, seed=step)
+        expected = single_step(images, labels)
+        actual = mirrored_step(*_distributed(strategy, tf.data.Dataset.from_tensors((images, labels))))
     return {
         'replicas': strategy.num_replicas_in_sync,
         'loss': [float(expected['cost']), float(actual['cost'])],
         'loss_difference': _relative_difference(actual['cost'].numpy(), expected['cost'].numpy()),
         'weights_difference': _relative_difference(_flat(mirrored.model), _flat(single.model)),
-        'update_norm': float(
-            np.linalg.norm(_flat(single.model) - np.concatenate([w.ravel() for w in _fresh_weights()]))
-        ),
+        'update_norm': float(np.linalg.norm(_flat(single.model) - initial)),
     }
-
-
-def _fresh_weights():
-    keras.utils.set_random_seed(0)
-    return resnet_model.ResNet(HPS, sync_batch_norm=True).build_model().get_weights()
 
 
 def checkpoint_across_strategies():
