@@ -16,8 +16,8 @@ import tensorflow as tf
 
 from resnet_cifar import fast_network, recipe
 from resnet_cifar.batch_norm import FusedBatchNormalization
-from resnet_cifar.hparams_check import DEFAULT_HPARAMS as DEFAULT_HPARAMS  # the design card's names
-from resnet_cifar.hparams_check import HParams as HParams
+from resnet_cifar.hparams_schema import DEFAULT_HPARAMS as DEFAULT_HPARAMS  # the design card's names
+from resnet_cifar.hparams_schema import HParams as HParams
 
 # Fields that decide the variables: a checkpoint only fits a model that agrees on all of them.
 ARCHITECTURE_FIELDS = (

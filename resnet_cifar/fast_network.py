@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import cifar_input
 from resnet_cifar.batch_norm import FusedBatchNormalization
-from resnet_cifar.hparams_check import WHITEN_WIDTH
+from resnet_cifar.hparams_schema import WHITEN_WIDTH
 
 WHITEN = 'whiten'  # the whitening stem's conv layer
 WHITEN_SIZE = 2  # its patches are 2x2x3: 12 numbers

@@ -17,7 +17,8 @@ from resnet_cifar import json_files
 from resnet_cifar.choices import DATA_SOURCES, EVAL_SPLITS, PRESETS_DIR, is_preset_file, preset_names
 from resnet_cifar.datasets import CLASS_NAMES, DATASETS, data_patterns
 from resnet_cifar.errors import UserError
-from resnet_cifar.hparams_check import DEFAULT_HPARAMS, HParams, HParamsError, make_hparams
+from resnet_cifar.hparams_check import HParamsError, make_hparams
+from resnet_cifar.hparams_schema import DEFAULT_HPARAMS, HParams
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,51 +9,10 @@ A file holding some of them lost the others, and is refused.
 
 import dataclasses
 
-from resnet_cifar import run_config
+from resnet_cifar import hparams_schema, run_config
 from resnet_cifar.errors import UserError
-from resnet_model import HParams
 
 TOP_KEYS = ('dataset', 'preset', 'hparams', 'data')
-# The hparams each version of hparams.json added, oldest first.
-HPARAMS_ADDED = (
-    (
-        'batch_size',
-        'num_classes',
-        'min_lrn_rate',
-        'lrn_rate',
-        'num_residual_units',
-        'use_bottleneck',
-        'weight_decay_rate',
-        'relu_leakiness',
-        'optimizer',
-        'filters',
-        'lr_boundaries',
-        'train_steps',
-        'momentum',
-        'bn_decay',
-        'bn_epsilon',
-        'warmup_steps',
-    ),
-    ('lr_schedule', 'label_smoothing', 'ema_decay', 'cutout', 'flip_tta'),  # the recipe switches
-    (  # the speed-run switches (docs/fast.md)
-        'network',
-        'whiten',
-        'whiten_bias_steps',
-        'dirac_init',
-        'bn_scale',
-        'bn_bias_lr',
-        'decoupled',
-        'warmup_from',
-        'lookahead_every',
-        'lookahead_start',
-        'lookahead_decay',
-        'alternating_flip',
-        'translate',
-        'reflect_pad',
-        'translate_tta',
-        'logit_scale',
-    ),
-)
 # Every DataSettings field has been saved since the first version.
 DATA_KEYS = tuple(field.name for field in dataclasses.fields(run_config.DataSettings))
 
@@ -61,8 +20,7 @@ DATA_KEYS = tuple(field.name for field in dataclasses.fields(run_config.DataSett
 def hparams_expected(saved_hparams):
     """The hparam keys a saved `hparams` object must hold: those of every version up to the newest
     one it holds a key of."""
-    newest = max((i for i, added in enumerate(HPARAMS_ADDED) if set(added) & set(saved_hparams)), default=0)
-    return [key for added in HPARAMS_ADDED[: newest + 1] for key in added]
+    return hparams_schema.keys_of_versions_up_to(hparams_schema.version_of(saved_hparams))
 
 
 def parse(saved, log_root, source, way_out):
@@ -78,7 +36,7 @@ def parse(saved, log_root, source, way_out):
     for key in ('hparams', 'data'):
         if not isinstance(saved[key], dict):
             refuse(f'{key}: expected a JSON object, got {saved[key]!r:.60}')
-    _check_keys(saved['hparams'], hparams_expected(saved['hparams']), 'hparams.', refuse, known=HParams._fields)
+    _check_keys(saved['hparams'], hparams_expected(saved['hparams']), 'hparams.', refuse, known=hparams_schema.KEYS)
     _check_keys(saved['data'], DATA_KEYS, 'data.', refuse)
     for key in ('dataset', 'preset'):
         if not isinstance(saved[key], str) or not saved[key]:

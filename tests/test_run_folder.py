@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from conftest import as_flags, checkpoint_steps, folder_contents, tiny_config
 
-from resnet_cifar import evaluation, restore, run_folder, saved_config, trained_model, training
+from resnet_cifar import evaluation, hparams_schema, restore, run_folder, trained_model, training
 from resnet_cifar.errors import UserError
 
 
@@ -143,7 +143,7 @@ def test_hparams_json_of_the_first_version_still_loads(run):
     holds some of the keys a later version added lost the others."""
 
     def first_version(saved):
-        saved['hparams'] = {key: saved['hparams'][key] for key in saved_config.HPARAMS_ADDED[0]}
+        saved['hparams'] = {key: saved['hparams'][key] for key in hparams_schema.keys_of_versions_up_to(1)}
 
     _edit_hparams_json(run.log_root, first_version)
     assert run_folder.read_config(run.log_root).hparams == run.hparams
