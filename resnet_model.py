@@ -6,7 +6,7 @@ Related papers:
   Wide Residual Networks, https://arxiv.org/abs/1605.07146
 """
 
-import functools
+import contextlib
 import sys
 import typing
 
@@ -15,24 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_cifar import fast_network, recipe
-from resnet_cifar.batch_norm import FusedBatchNormalization
+from resnet_cifar.batch_norm import batch_norm_layer
 from resnet_cifar.hparams_schema import DEFAULT_HPARAMS as DEFAULT_HPARAMS  # the design card's names
 from resnet_cifar.hparams_schema import HParams as HParams
-
-# Fields that decide the variables: a checkpoint only fits a model that agrees on all of them.
-ARCHITECTURE_FIELDS = (
-    'num_classes',
-    'num_residual_units',
-    'use_bottleneck',
-    'filters',
-    'network',
-    'whiten',
-    'bn_scale',
-)
-
-
-def architecture(hps):
-    return {field: getattr(hps, field) for field in ARCHITECTURE_FIELDS}
 
 
 def network_name(hps):
@@ -62,15 +47,11 @@ def _conv(filters, kernel_size, strides, name):
 
 
 def _batch_norm_relu(hps, sync_batch_norm):
-    """The original's batch norm then leaky ReLU, as a block `bn_relu(x, name)`; with sync_batch_norm
-    the batch statistics are the global batch's, not each replica's."""
-    if sync_batch_norm:
-        batch_norm = functools.partial(keras.layers.BatchNormalization, synchronized=True)
-    else:
-        batch_norm = FusedBatchNormalization
+    """The original's batch norm then leaky ReLU, as a block `bn_relu(x, name)`."""
+    batch_norm = batch_norm_layer(hps, sync_batch_norm)
 
     def bn_relu(x, name):
-        x = batch_norm(momentum=hps.bn_decay, epsilon=hps.bn_epsilon, scale=hps.bn_scale, name=name + '_bn')(x)
+        x = batch_norm(name=name + '_bn')(x)
         return keras.layers.LeakyReLU(negative_slope=hps.relu_leakiness, name=name + '_relu')(x)
 
     return bn_relu
@@ -124,8 +105,23 @@ def network(hps, sync_batch_norm=False):
     """A new Keras model: standardized 32x32x3 images in, logits out; the network hps.network names."""
     if hps.network == 'airbench':
         return fast_network.network(hps, sync_batch_norm)
-    # Keras walks the functional graph recursively: ResNet-1001 is deeper than Python's default limit.
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000 + 60 * 3 * hps.num_residual_units))
+    with _recursion_limit(3000 + 60 * 3 * hps.num_residual_units):
+        return _resnet(hps, sync_batch_norm)
+
+
+@contextlib.contextmanager
+def _recursion_limit(limit):
+    """Keras walks the functional graph recursively while it builds it: ResNet-1001 is deeper than
+    Python's default limit. Raised for the build, then restored."""
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
+
+
+def _resnet(hps, sync_batch_norm):
     bn_relu = _batch_norm_relu(hps, sync_batch_norm)
     unit = bottleneck_unit if hps.use_bottleneck else plain_unit
     images = keras.Input(shape=(32, 32, 3), name='images')

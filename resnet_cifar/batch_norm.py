@@ -1,4 +1,6 @@
-"""Batch normalization on TensorFlow's fused kernel, for the network in resnet_model."""
+"""Batch normalization as the hparams ask for it, on TensorFlow's fused kernel, for both networks."""
+
+import functools
 
 import keras
 import tensorflow as tf
@@ -33,3 +35,12 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         self.moving_mean.assign(self.momentum * self.moving_mean + (1.0 - self.momentum) * mean)
         self.moving_variance.assign(self.momentum * self.moving_variance + (1.0 - self.momentum) * variance)
         return outputs
+
+
+def batch_norm_layer(hps, sync_batch_norm):
+    """Batch norm as the hparams say (bn_decay, bn_epsilon, with or without scale: bn_scale), on
+    the fused kernel, or synchronized over the global batch with sync_batch_norm."""
+    settings = dict(momentum=hps.bn_decay, epsilon=hps.bn_epsilon, scale=hps.bn_scale)
+    if sync_batch_norm:
+        return functools.partial(keras.layers.BatchNormalization, synchronized=True, **settings)
+    return functools.partial(FusedBatchNormalization, **settings)

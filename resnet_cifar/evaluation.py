@@ -129,7 +129,7 @@ def read_best_precision(folder):
 def report_dir(config):
     """Where the eval split's summaries and metrics.json go: EVAL_DIR for the test split,
     EVAL_DIR/validation for the validation split, so the two never overwrite each other."""
-    return config.eval_dir if config.eval_split == 'test' else os.path.join(config.eval_dir, config.eval_split)
+    return config.eval_folder if config.eval_split == 'test' else os.path.join(config.eval_folder, config.eval_split)
 
 
 class EvalReporter:

@@ -8,14 +8,12 @@ can use: the whitening stem, identity (dirac) initialization, a scale on the log
 Each trick's evidence (airbench94's ablation, epochs to 94% on CIFAR-10) is in docs/fast.md.
 """
 
-import functools
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 import cifar_input
-from resnet_cifar.batch_norm import FusedBatchNormalization
+from resnet_cifar.batch_norm import batch_norm_layer
 from resnet_cifar.hparams_schema import WHITEN_WIDTH
 
 WHITEN = 'whiten'  # the whitening stem's conv layer
@@ -50,7 +48,7 @@ def whitening_kernel(images):
 
 def whitening_stem(x, padding='valid'):
     """The whitening conv, then GELU. Its kernel is set from the training images (set_whitening)
-    and never trains (recipe.gradient_scales zeroes its gradient); its bias trains for
+    and never trains (recipe.scale_gradients zeroes its gradient); its bias trains for
     whiten_bias_steps."""
     x = keras.layers.Conv2D(WHITEN_WIDTH, WHITEN_SIZE, padding=padding, kernel_initializer='zeros', name=WHITEN)(x)
     return keras.layers.Activation('gelu', name=WHITEN + '_gelu')(x)
@@ -87,15 +85,6 @@ def scale_logits(logits, hps):
     if hps.logit_scale == 1.0:
         return logits
     return keras.layers.Rescaling(hps.logit_scale, dtype='float32', name='logit_scale')(logits)
-
-
-def batch_norm_layer(hps, sync_batch_norm):
-    """Batch norm as the hparams say (bn_decay, bn_epsilon, with or without scale: bn_scale), on
-    the fused kernel, or synchronized over the global batch with sync_batch_norm."""
-    settings = dict(momentum=hps.bn_decay, epsilon=hps.bn_epsilon, scale=hps.bn_scale)
-    if sync_batch_norm:
-        return functools.partial(keras.layers.BatchNormalization, synchronized=True, **settings)
-    return functools.partial(FusedBatchNormalization, **settings)
 
 
 def _conv(width, name):

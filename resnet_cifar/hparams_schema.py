@@ -40,6 +40,7 @@ class Key(typing.NamedTuple):
     meaning: str
     version: int  # of VERSIONS
     rules: tuple = ()
+    shapes_variables: bool = False  # a checkpoint fits only a network that agrees on it
 
 
 def _rule(holds, expected):
@@ -84,6 +85,7 @@ SCHEMA = (
         'classes of the data set (follows --dataset)',
         1,
         _rule(lambda h: h.num_classes > 1, 'at least 2'),
+        shapes_variables=True,
     ),
     Key(
         'min_lrn_rate',
@@ -103,6 +105,7 @@ SCHEMA = (
         1,
         _rule(lambda h: h.num_residual_units > 0, 'a positive integer')
         + _airbench_only('num_residual_units', 1, "1 for network 'airbench'"),
+        shapes_variables=True,
     ),
     Key(
         'use_bottleneck',
@@ -111,6 +114,7 @@ SCHEMA = (
         'bottleneck units (1x1, 3x3, 1x1) instead of plain ones',
         1,
         _airbench_only('use_bottleneck', False, "false for network 'airbench'"),
+        shapes_variables=True,
     ),
     Key(
         'weight_decay_rate',
@@ -145,6 +149,7 @@ SCHEMA = (
             lambda h: h.network != 'airbench' or not h.whiten or h.filters[0] == WHITEN_WIDTH,
             f'a stem width of {WHITEN_WIDTH} with whiten',
         ),
+        shapes_variables=True,
     ),
     Key(
         'lr_boundaries',
@@ -232,8 +237,16 @@ SCHEMA = (
         "'resnet' (pre-activation) or 'airbench' (fast_network.py)",
         3,
         _one_of('network', 'resnet', 'airbench'),
+        shapes_variables=True,
     ),
-    Key('whiten', bool, False, "a frozen 2x2 whitening conv first, from the run's own training images", 3),
+    Key(
+        'whiten',
+        bool,
+        False,
+        "a frozen 2x2 whitening conv first, from the run's own training images",
+        3,
+        shapes_variables=True,
+    ),
     Key(
         'whiten_bias_steps',
         int,
@@ -243,7 +256,14 @@ SCHEMA = (
         _at_least_zero('whiten_bias_steps', 'an integer >= 0; 0: it trains throughout'),
     ),
     Key('dirac_init', bool, False, 'every conv starts as the identity on its first channels', 3),
-    Key('bn_scale', bool, True, 'batch norm multiplies by a trained scale; false: only the offset trains', 3),
+    Key(
+        'bn_scale',
+        bool,
+        True,
+        'batch norm multiplies by a trained scale; false: only the offset trains',
+        3,
+        shapes_variables=True,
+    ),
     Key(
         'bn_bias_lr',
         float,
@@ -356,3 +376,8 @@ def markdown_table():
         rows.append(f'| `{key.name}` | {kind} | `{default}` | {key.meaning} | {rules} | {key.version} |')
     versions = [f'{number}: {what}' for number, what in VERSIONS.items()]
     return '\n'.join([TABLE_BEGIN, *rows, '', 'Versions of hparams.json: ' + '; '.join(versions) + '.', TABLE_END])
+
+
+def architecture(hps):
+    """The hparams that decide the variables: a checkpoint fits only a network that agrees on all."""
+    return {key.name: getattr(hps, key.name) for key in SCHEMA if key.shapes_variables}

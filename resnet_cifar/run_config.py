@@ -18,7 +18,7 @@ from resnet_cifar.choices import DATA_SOURCES, EVAL_SPLITS, PRESETS_DIR, is_pres
 from resnet_cifar.datasets import CLASS_NAMES, DATASETS, data_patterns
 from resnet_cifar.errors import UserError
 from resnet_cifar.hparams_check import HParamsError, make_hparams
-from resnet_cifar.hparams_schema import DEFAULT_HPARAMS, HParams
+from resnet_cifar.hparams_schema import DEFAULT_HPARAMS, HParams, architecture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +80,16 @@ class RunConfig:
         for name in ('checkpoint_every_steps', 'keep_checkpoints', 'summary_every_steps', 'eval_every_steps'):
             if getattr(self, name) < 1:
                 raise UserError(f'expected a positive integer, got {getattr(self, name)!r}', name)
-        object.__setattr__(self, 'train_dir', self.train_dir or os.path.join(self.log_root, 'train'))
-        object.__setattr__(self, 'eval_dir', self.eval_dir or os.path.join(self.log_root, 'eval'))
+
+    @property
+    def train_folder(self):
+        """Where training summaries go: train_dir, or LOG_ROOT/train."""
+        return self.train_dir or os.path.join(self.log_root, 'train')
+
+    @property
+    def eval_folder(self):
+        """Where eval summaries and metrics.json go: eval_dir, or LOG_ROOT/eval."""
+        return self.eval_dir or os.path.join(self.log_root, 'eval')
 
     @property
     def num_classes(self):
@@ -93,10 +101,10 @@ class RunConfig:
 
     def network(self):
         """What decides the variables: a checkpoint fits only a run whose network() is equal."""
-        return self.dataset, _architecture(self.hparams)
+        return self.dataset, architecture(self.hparams)
 
     def describe(self):
-        settings = ', '.join(f'{k}={json.dumps(v)}' for k, v in _architecture(self.hparams).items())
+        settings = ', '.join(f'{k}={json.dumps(v)}' for k, v in architecture(self.hparams).items())
         return f'preset {self.preset} on {self.dataset} ({settings})'
 
     def to_json(self):
@@ -107,12 +115,6 @@ class RunConfig:
             'hparams': self.hparams._asdict(),
             'data': dataclasses.asdict(self.data),
         }
-
-
-def _architecture(hps):
-    import resnet_model  # here: a configuration is made and checked before TensorFlow starts
-
-    return resnet_model.architecture(hps)
 
 
 def from_json(saved, log_root, source):

@@ -228,7 +228,7 @@ def _summary_writer(config, chief, on_exit):
     """The chief writes training summaries into train_dir; the other workers write none."""
     if not chief:
         return tf.summary.create_noop_writer()
-    writer = tf.summary.create_file_writer(run_folder.make_dir(config.train_dir, 'train_dir'))
+    writer = tf.summary.create_file_writer(run_folder.make_dir(config.train_folder, 'train_dir'))
     on_exit.callback(writer.close)
     return writer
 

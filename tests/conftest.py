@@ -102,7 +102,7 @@ def copy_run(tmp_path):
 
     def copy(config):
         shutil.copytree(config.log_root, tmp_path / 'run')
-        return dataclasses.replace(config, log_root=str(tmp_path / 'run'), train_dir=None, eval_dir=None)
+        return dataclasses.replace(config, log_root=str(tmp_path / 'run'))
 
     return copy
 

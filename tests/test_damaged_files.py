@@ -78,7 +78,7 @@ def _read_back(name, config):
             return None
     if name == 'eval/metrics.json':
         return evaluation.evaluate_checkpoints(dataclasses.replace(config, eval_once=True))
-    return evaluation.read_history(config.eval_dir)
+    return evaluation.read_history(config.eval_folder)
 
 
 @pytest.mark.parametrize(('name', 'damage', 'said'), DAMAGED)

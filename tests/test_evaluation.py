@@ -28,11 +28,11 @@ def trained(subset, tmp_path_factory):
 
 def test_eval_once_covers_the_whole_test_set(trained):
     metrics = evaluation.evaluate_checkpoints(dataclasses.replace(trained, eval_once=True))
-    assert metrics == json.load(open(os.path.join(trained.eval_dir, 'metrics.json')))
+    assert metrics == json.load(open(os.path.join(trained.eval_folder, 'metrics.json')))
     assert metrics['num_examples'] == 1017 and metrics['step'] == 10
     assert metrics['checkpoint'].endswith('ckpt-10')
     assert 0.0 <= metrics['precision'] <= metrics['best_precision'] <= 1.0 and metrics['loss'] > 0
-    assert {'Precision', 'Best Precision', 'loss', 'confusion_matrix'} <= summary_tags(trained.eval_dir)
+    assert {'Precision', 'Best Precision', 'loss', 'confusion_matrix'} <= summary_tags(trained.eval_folder)
 
 
 def test_eval_reports_per_class_results(trained, tmp_path):

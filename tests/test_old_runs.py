@@ -41,7 +41,7 @@ def test_an_old_run_evaluates_as_the_old_version_did(old_run):
     assert metrics['precision'] == pytest.approx(old['precision'], abs=ONE_IMAGE)
     assert metrics['loss'] == pytest.approx(old['loss'], rel=1e-4)
     assert metrics['best_precision'] >= old['best_precision'], 'the old best is read and kept'
-    history = evaluation.read_history(config.eval_dir)
+    history = evaluation.read_history(config.eval_folder)
     assert [row['step'] for row in history] == [2, 4, 4], 'the old history.csv is read and added to'
     assert history[-1]['precision'] == pytest.approx(metrics['precision'], abs=1e-6)
 

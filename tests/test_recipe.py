@@ -147,7 +147,7 @@ def test_eval_predict_and_export_use_the_weight_average_with_flips(switched_run,
     logits = recipe.inference_logits(average, cifar_input.standardize(images), flip_tta=True)
     expected = float(np.mean(np.argmax(logits, axis=1) == labels.numpy()))
     assert evaluation.score_checkpoint(switched_run, path)['precision'] == pytest.approx(expected)
-    assert evaluation.read_history(switched_run.eval_dir)[-1]['precision'] == pytest.approx(expected, abs=1e-6)
+    assert evaluation.read_history(switched_run.eval_folder)[-1]['precision'] == pytest.approx(expected, abs=1e-6)
 
     predictions = trained_model.predict([f'{subset}/test_batch.bin'], log_root=switched_run.log_root)
     np.testing.assert_allclose(predictions.probabilities, tf.nn.softmax(logits), rtol=1e-4, atol=1e-5)

@@ -8,7 +8,7 @@ from conftest import tiny_hparams
 
 import cifar_input
 import resnet_model
-from resnet_cifar import run_config
+from resnet_cifar import batch_norm, run_config
 from resnet_cifar.hparams_check import HParamsError, make_hparams
 
 
@@ -132,7 +132,7 @@ def test_bad_hparams_are_refused_naming_the_key(values, key):
 @pytest.mark.parametrize('training', [True, False])
 def test_fused_batch_norm_matches_keras_batch_norm(training):
     x = tf.random.stateless_normal([8, 6, 6, 5], seed=[1, 2]) * 3.0 + 1.0
-    fused = resnet_model.FusedBatchNormalization(momentum=0.9, epsilon=1e-3)
+    fused = batch_norm.FusedBatchNormalization(momentum=0.9, epsilon=1e-3)
     plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
     fused.build(x.shape)
     plain.build(x.shape)

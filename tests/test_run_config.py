@@ -69,7 +69,10 @@ def test_a_configuration_is_one_immutable_value_saved_as_json(tmp_path):
     config = run_config.new_run(str(tmp_path), preset='resnet110', overrides={'train_steps': 7}, data_dir=str(tmp_path))
     assert isinstance(config.hparams, resnet_model.HParams) and config.hparams.num_residual_units == 18
     assert config.data.train_data_path == str(tmp_path / 'data_batch_*.bin')
-    assert config.train_dir == str(tmp_path / 'train') and config.eval_dir == str(tmp_path / 'eval')
+    assert config.train_folder == str(tmp_path / 'train') and config.eval_folder == str(tmp_path / 'eval')
+    moved = dataclasses.replace(config, log_root=str(tmp_path / 'moved'))  # the folders follow the run
+    assert moved.train_folder == str(tmp_path / 'moved' / 'train')
+    assert moved.eval_folder == str(tmp_path / 'moved' / 'eval')
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.eval_once = True
     saved = config.to_json()

@@ -229,7 +229,7 @@ def test_train_and_eval_claims_eval_at_once_and_goes_on_when_an_eval_fails(run, 
         return write_json(path, values, newest)
 
     def save_and_look(self, checkpoint_number=None, **kwargs):
-        claimed.append(os.path.exists(os.path.join(run.eval_dir, 'owner.json')))
+        claimed.append(os.path.exists(os.path.join(run.eval_folder, 'owner.json')))
         return save(self, checkpoint_number=checkpoint_number, **kwargs)
 
     monkeypatch.setattr(run_folder, 'write_json', full_disk_for_metrics)

@@ -59,7 +59,7 @@ def test_train_stops_at_train_steps_with_a_checkpoint_there(trained):
 
 
 def test_training_summaries_hold_the_original_tags(trained):
-    tags = summary_tags(trained['config'].train_dir)
+    tags = summary_tags(trained['config'].train_folder)
     expected = {'cost', 'xent', 'weight_decay', 'learning_rate', 'Precision', 'images/sec', 'images'}
     assert expected <= tags
 
