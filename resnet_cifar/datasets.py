@@ -13,7 +13,7 @@ IMAGE_SIZE = 32
 DEPTH = 3
 IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE * DEPTH
 
-# The real CIFAR-10 subset beside a checkout (4,068 training and 1,017 test images): the data of the
+# The real CIFAR-10 subset beside a checkout (its README says what it holds): the data of the
 # tests, and what scripts/benchmark.py and scripts/sweep.py use when given no --data_dir.
 SHARED_SUBSET = os.path.normpath(os.path.join(__file__, '..', '..', '..', 'shared', 'data', 'cifar10-subset'))
 

@@ -70,14 +70,20 @@ TINY_FAST = {
 }
 
 
+def skip_here_fail_in_ci(message, in_ci):
+    """What a test needs is missing: a skip here, a failure in CI (CI=true), which must have it."""
+    if os.environ.get('CI') == 'true':
+        pytest.fail(f'{message} ({in_ci})')
+    pytest.skip(message)
+
+
 @pytest.fixture(scope='session')
 def subset():
     """The real CIFAR-10 subset; its absence skips locally but fails in CI."""
     if not os.path.exists(os.path.join(SUBSET, 'test_batch.bin')):
-        message = f'the real CIFAR-10 subset is missing at {SUBSET}'
-        if os.environ.get('CI') == 'true':
-            pytest.fail(message + ' (CI must have ../shared beside the checkout)')
-        pytest.skip(message)
+        skip_here_fail_in_ci(
+            f'the real CIFAR-10 subset is missing at {SUBSET}', 'CI must have ../shared beside the checkout'
+        )
     return SUBSET
 
 

@@ -11,9 +11,10 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, as_flags, tiny_config, tiny_train_args
+from conftest import ROOT, TwoReplicas, as_flags, tiny_config, tiny_hparams, tiny_train_args
 from workers import Workers
 
+import resnet_model
 from resnet_cifar import devices, evaluation, run_folder, training
 from resnet_cifar.errors import UserError
 
@@ -78,15 +79,9 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(subset, tmp_path):
     assert metrics['step'] == 20 and metrics['num_examples'] == 1017
 
 
-class _TwoReplicas:
-    """Stands in for a strategy over two devices: only the count is read before the refusal."""
-
-    num_replicas_in_sync = 2
-
-
 def test_xla_with_several_replicas_is_refused():
     with pytest.raises(UserError) as error:
-        devices.check_xla(True, _TwoReplicas())
+        devices.check_xla(True, TwoReplicas())
     assert as_flags(error.value).startswith('--jit_compile:') and '2 replicas' in str(error.value)
     assert devices.check_xla(True, tf.distribute.get_strategy()) is True
 
@@ -103,8 +98,10 @@ def test_mixed_precision_trains_with_finite_weights(subset, tmp_path, dtype, cap
     assert len(losses) == 40 and np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.05, losses
     reader = tf.train.load_checkpoint(str(tmp_path / 'ckpt-40'))
     names = reader.get_variable_to_shape_map()
-    for name in names:
-        if name.startswith('model/'):
-            assert np.isfinite(reader.get_tensor(name)).all(), name
-            assert reader.get_variable_to_dtype_map()[name] == tf.float32, f'{name}: variables stay float32'
+    # Every saved number (the weights are saved under the optimizer's references to them), not the step.
+    dtypes = {n: d for n, d in reader.get_variable_to_dtype_map().items() if d.is_floating}
+    assert len(dtypes) >= len(resnet_model.network(tiny_hparams()).weights), sorted(dtypes)
+    for name, saved_dtype in dtypes.items():
+        assert np.isfinite(reader.get_tensor(name)).all(), name
+        assert saved_dtype == tf.float32, f'{name}: variables stay float32'
     assert ('optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE' in names) == (dtype == 'float16'), 'loss scaling'

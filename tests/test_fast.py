@@ -261,14 +261,20 @@ def test_the_fast_preset_trains_on_cifar100_in_bfloat16(tmp_path):
         metrics = evaluation.evaluate_checkpoints(config)
     finally:
         devices.configure_tensorflow()
-    assert metrics['step'] == 4 and 0 <= metrics['precision'] <= 1
     reader = tf.train.load_checkpoint(str(tmp_path / 'ckpt-4'))
-    for name, dtype in reader.get_variable_to_dtype_map().items():
-        if name.startswith(('model/', 'lookahead/')):
-            assert dtype == tf.float32 and np.isfinite(reader.get_tensor(name)).all(), name
+    weights = {n: d for n, d in reader.get_variable_to_dtype_map().items() if n.startswith(('model/', 'lookahead/'))}
+    assert any(n.startswith('lookahead/') for n in weights) and len(weights) > 20, sorted(weights)
+    for name, dtype in weights.items():
+        assert dtype == tf.float32 and np.isfinite(reader.get_tensor(name)).all(), name
     model, _ = trained_model.load(config.log_root)
     whitening = fast_network.whitening_kernel(run_config.load_split(config, 'train')[0])
     np.testing.assert_allclose(model.get_layer(fast_network.WHITEN).kernel.numpy(), whitening, rtol=1e-6)
-    probabilities = portable_model.build(model, config.hparams)(run_config.load_split(config, 'test')[0][:8])
-    np.testing.assert_allclose(np.sum(probabilities['probabilities'], axis=1), 1, rtol=1e-5)
-    assert probabilities['probabilities'].shape == (8, 100)
+    test_images, test_labels = run_config.load_split(config, 'test')
+    probabilities = portable_model.build(model, config.hparams)(test_images)['probabilities'].numpy()
+    np.testing.assert_allclose(np.sum(probabilities, axis=1), 1, rtol=1e-5)
+    assert probabilities.shape == (len(test_labels), 100)
+    # eval scored the run: its precision is the share of test images the trained network gets right
+    # (the portable model computes in float32, eval in bfloat16: a few near ties may differ)
+    assert metrics['step'] == 4 and metrics['num_examples'] == len(test_labels)
+    right = np.mean(probabilities.argmax(axis=1) == np.asarray(test_labels))
+    assert abs(metrics['precision'] - right) <= 3 / len(test_labels), (metrics['precision'], right)

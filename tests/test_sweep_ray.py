@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, TINY_OVERRIDE
+from conftest import ROOT, TINY_OVERRIDE, skip_here_fail_in_ci
 from test_sweep import HEADER, assert_stopped_with_a_checkpoint, ctrl_c_when_saved, read_table, start_sweep
 
 from resnet_cifar.sweep_results import SUMMARY_ROWS
@@ -20,9 +20,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 def ray_module(monkeypatch):
     """Ray, its usage reporting off (nothing leaves the machine); skipped where it is not installed."""
     if importlib.util.find_spec('ray') is None:
-        if os.environ.get('CI') == 'true':
-            pytest.fail("Ray is missing: CI installs the project with its extra: pip install -e '.[ray]'")
-        pytest.skip('Ray is not installed')
+        skip_here_fail_in_ci(
+            "Ray is not installed: pip install -e '.[ray]'", 'CI installs the project with its ray extra'
+        )
     monkeypatch.setenv('RAY_USAGE_STATS_ENABLED', '0')
     import ray
 
