@@ -6,18 +6,17 @@ Related papers:
   Wide Residual Networks, https://arxiv.org/abs/1605.07146
 """
 
-import contextlib
-import sys
 import typing
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from resnet_cifar import fast_network, recipe
+from resnet_cifar import fast_network, process_settings, recipe
 from resnet_cifar.batch_norm import batch_norm_layer
 from resnet_cifar.hparams_schema import DEFAULT_HPARAMS as DEFAULT_HPARAMS  # the design card's names
 from resnet_cifar.hparams_schema import HParams as HParams
+from resnet_cifar.train_state import TrainState
 
 
 def network_name(hps):
@@ -105,20 +104,10 @@ def network(hps, sync_batch_norm=False):
     """A new Keras model: standardized 32x32x3 images in, logits out; the network hps.network names."""
     if hps.network == 'airbench':
         return fast_network.network(hps, sync_batch_norm)
-    with _recursion_limit(3000 + 60 * 3 * hps.num_residual_units):
+    # Keras walks the functional graph recursively while it builds it: ResNet-1001 is deeper than
+    # Python's default limit.
+    with process_settings.recursion_limit(3000 + 60 * 3 * hps.num_residual_units):
         return _resnet(hps, sync_batch_norm)
-
-
-@contextlib.contextmanager
-def _recursion_limit(limit):
-    """Keras walks the functional graph recursively while it builds it: ResNet-1001 is deeper than
-    Python's default limit. Raised for the build, then restored."""
-    previous = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(previous, limit))
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(previous)
 
 
 def _resnet(hps, sync_batch_norm):
@@ -150,16 +139,7 @@ class TrainOp(typing.NamedTuple):
 
     # A batch (images, int labels) in; cost, xent, weight_decay, precision, learning_rate out.
     train_step: typing.Callable
-    model: keras.Model  # the model trained
-    optimizer: keras.optimizers.Optimizer
-    global_step: tf.Variable  # steps taken
-    averaged_model: keras.Model | None  # with ema_decay, the weight average; else None
-    lookahead: recipe.Lookahead | None = None  # with lookahead_every, the average copied into the weights
-
-    @property
-    def eval_model(self):
-        """The model eval uses: the weight average with ema_decay, else the model trained."""
-        return self.model if self.averaged_model is None else self.averaged_model
+    state: TrainState
 
 
 class ResNet:
@@ -174,38 +154,37 @@ class ResNet:
         self.hps = hps
         self.sync_batch_norm = sync_batch_norm  # batch statistics over the global batch, not each replica's
         self.whitening = whitening  # with whiten, the stem's kernel for a new run (fast_network.whitening_kernel)
-        self.model = None  # the model build_model made, which build_train_op trains
 
     def build_model(self):
-        """The Keras model that trains: standardized 32x32x3 images in, logits out."""
-        self.model = network(self.hps, self.sync_batch_norm)
+        """A new Keras model that trains: standardized 32x32x3 images in, logits out."""
+        model = network(self.hps, self.sync_batch_norm)
         if self.whitening is not None:
-            fast_network.set_whitening(self.model, self.whitening)
-        return self.model
+            fast_network.set_whitening(model, self.whitening)
+        return model
 
-    def losses(self, logits, labels):
-        """Mean softmax cross-entropy on the logits (label-smoothed if asked), and the weight-decay term
-        (conv and dense kernels, not biases, not batch norm)."""
+    def losses(self, model, logits, labels):
+        """Mean softmax cross-entropy on `model`'s logits (label-smoothed if asked), and the weight-decay
+        term (conv and dense kernels, not biases, not batch norm)."""
         xent = recipe.cross_entropy(logits, labels, self.hps.label_smoothing)
         if self.hps.decoupled:
-            return xent, recipe.decoupled_weight_decay(self.model, self.hps)
+            return xent, recipe.decoupled_weight_decay(model, self.hps)
         kernels = [
             layer.kernel
-            for layer in self.model.layers
+            for layer in model.layers
             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.name != fast_network.WHITEN
         ]
         weight_decay = self.hps.weight_decay_rate * tf.add_n([tf.nn.l2_loss(k) for k in kernels])
         return xent, weight_decay
 
-    def build_train_op(self, strategy=None, jit_compile=False):
-        """The TrainOp of build_model's model (built here if not yet): its optimizer, step counter
-        and, with ema_decay, the averaged model, all made in `strategy`'s scope, and the compiled
-        training step that updates them. Under mixed_float16 the optimizer scales the loss, so
-        small gradients survive.
+    def build_train_op(self, strategy=None, jit_compile=False, model=None):
+        """The TrainOp of `model` (by default a new one from build_model): its training state (the
+        model, its optimizer, step counter and, with ema_decay, the averaged model, all made in
+        `strategy`'s scope) and the compiled training step that updates it. Under mixed_float16 the
+        optimizer scales the loss, so small gradients survive.
         """
         hps, strategy = self.hps, strategy or tf.distribute.get_strategy()
         with strategy.scope():
-            model = self.model if self.model is not None else self.build_model()
+            model = model if model is not None else self.build_model()
             optimizer = recipe.make_optimizer(hps)
             if keras.mixed_precision.global_policy().name == 'mixed_float16':
                 optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
@@ -221,7 +200,7 @@ class ResNet:
         def replica_step(images, labels):
             with tf.GradientTape() as tape:
                 logits = model(images, training=True)
-                xent, weight_decay = self.losses(logits, labels)
+                xent, weight_decay = self.losses(model, logits, labels)
                 # This replica's part of the global mean; the optimizer sums gradients over replicas.
                 batch = tf.cast(tf.size(labels), tf.float32)
                 share = batch / tf.distribute.get_replica_context().all_reduce('SUM', batch)
@@ -258,10 +237,10 @@ class ResNet:
                 'learning_rate': lr,
             }
 
-        return TrainOp(train_step, model, optimizer, global_step, averaged_model, lookahead)
+        return TrainOp(train_step, TrainState(model, optimizer, global_step, averaged_model, lookahead))
 
     def build_eval_op(self, model, strategy=None, jit_compile=False):
-        """The compiled eval step of `model` (with ema_decay, pass TrainOp.eval_model). For a batch
+        """The compiled eval step of `model` (with ema_decay, pass TrainState.eval_model). For a batch
         of any size it gives the summed loss, the count of right predictions, the count of images,
         and the confusion matrix (rows: true labels, columns: predictions)."""
         strategy = strategy or tf.distribute.get_strategy()

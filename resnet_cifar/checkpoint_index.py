@@ -74,10 +74,24 @@ def rebuild(log_root, paths):
     )
 
 
-def remove_unfinished_saves(log_root):
-    """Removes the ckpt-STEP_temp folders of saves a crash interrupted: only the writer of the
-    folder saves, and this is it, so none is in progress."""
-    for name in os.listdir(log_root):
-        if name.startswith(f'{CHECKPOINT_NAME}-') and '_temp' in name and os.path.isdir(os.path.join(log_root, name)):
-            logging.info('removing %s, left by a save that did not finish', name)
-            shutil.rmtree(os.path.join(log_root, name), ignore_errors=True)
+def path_of(log_root, step):
+    """The checkpoint of `step` in `log_root`: LOG_ROOT/ckpt-STEP (its files add .index, .data-...)."""
+    return os.path.join(log_root, f'{CHECKPOINT_NAME}-{step}')
+
+
+def remove_unfinished_saves(log_root, step=None):
+    """Removes what saves began and did not finish: the ckpt-STEP_temp folders a crash left (only
+    the writer of the folder saves, and this is it, so none is in progress), or, given `step`, what
+    that failed save began, its files too. The complete checkpoints stay."""
+    begun = (f'{CHECKPOINT_NAME}-{step}.', f'{CHECKPOINT_NAME}-{step}_temp')
+    for name in os.listdir(log_root) if os.path.isdir(log_root) else []:  # a vanished folder holds nothing
+        path = os.path.join(log_root, name)
+        if step is None and not (name.startswith(f'{CHECKPOINT_NAME}-') and '_temp' in name and os.path.isdir(path)):
+            continue
+        if step is not None and not name.startswith(begun):
+            continue
+        logging.info('removing %s, left by a save that did not finish', name)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)

@@ -12,6 +12,8 @@ import sys
 
 from absl import logging
 
+from resnet_cifar import process_settings
+
 
 class UserError(ValueError):
     """A setting, file or value the user gave cannot be used; the message says why and what to do.
@@ -76,9 +78,9 @@ def exit_on_error(main, flag_values=None, name=None, stop_hint=''):
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
-        previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            return main(*args, **kwargs)
+            with process_settings.signal_handlers(_raise_stopped):
+                return main(*args, **kwargs)
         except UserError as e:
             _fail(e.line(name))
         except OSError as e:
@@ -88,8 +90,5 @@ def exit_on_error(main, flag_values=None, name=None, stop_hint=''):
             logging.flush()
             sys.stderr.write(f'stopped by {stopped_by}{stop_hint}\n')
             sys.exit(exit_code(stopped_by))
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     return wrapped

@@ -12,7 +12,7 @@ from absl import logging
 
 import cifar_input
 import resnet_model
-from resnet_cifar import devices, ownership, restore, run_config, run_folder
+from resnet_cifar import devices, ownership, restore, run_config, run_folder, train_state
 from resnet_cifar.confusion_image import confusion_image
 
 METRICS = 'metrics.json'
@@ -20,7 +20,6 @@ HISTORY = 'history.csv'  # a row per eval, for selecting and plotting without Te
 HISTORY_FIELDS = ('step', 'split', 'precision', 'loss', 'checkpoint', 'time')
 TIME_FORMAT = '%Y-%m-%dT%H:%M:%SZ'  # history.csv's time: UTC
 PROGRESS_EVERY_SECS = 10  # an eval shorter than this prints no progress line
-STEP_KEY = 'step/.ATTRIBUTES/VARIABLE_VALUE'  # where a training checkpoint holds its step
 
 
 class SplitScorer:
@@ -242,7 +241,7 @@ def evaluate_checkpoints(config, strategy=None):
 def _saved_step(path):
     """The step of the checkpoint at `path`, and the train_steps its run was saved with: the run's
     end, however late it was raised."""
-    step = int(tf.train.load_checkpoint(path).get_tensor(STEP_KEY))
+    step = int(tf.train.load_checkpoint(path).get_tensor(train_state.STEP_KEY))
     return step, run_folder.checkpoint_config(path).hparams.train_steps
 
 

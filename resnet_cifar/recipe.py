@@ -7,8 +7,6 @@ import tensorflow as tf
 
 from resnet_cifar import fast_network
 
-AVERAGED_MODEL = 'averaged_model'  # the checkpoint key of the weight average (ema_decay > 0)
-LOOKAHEAD = 'lookahead'  # the checkpoint key of the lookahead average (lookahead_every > 0)
 DECOUPLED_EXAMPLES = 1024  # with decoupled, lrn_rate and weight_decay_rate are per this many examples
 
 
@@ -123,7 +121,7 @@ class Lookahead(tf.Module):
     the end. The first update starts the average at the weights; the last step updates too."""
 
     def __init__(self, model):
-        super().__init__(name=LOOKAHEAD)
+        super().__init__(name='lookahead')
         self.average = [tf.Variable(tf.convert_to_tensor(weight), trainable=False) for weight in model.weights]
 
     def update(self, model, hps, step):
@@ -154,8 +152,3 @@ def inference_logits(model, images, flip_tta=False, translate_tta=False):
         padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode='REFLECT')
         logits = (logits + (views(padded[:, :-2, :-2]) + views(padded[:, 2:, 2:])) / 2.0) / 2.0
     return logits
-
-
-def has_average(path, key=AVERAGED_MODEL):
-    """Whether the checkpoint at `path` holds a weight average (key=LOOKAHEAD: a lookahead average)."""
-    return any(name.startswith(key + '/') for name, _ in tf.train.list_variables(path))

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 import resnet_model
-from resnet_cifar import recipe
+from resnet_cifar import train_state
 
 
 def restore_model(checkpoint, hps, strategy=None):
@@ -13,6 +13,6 @@ def restore_model(checkpoint, hps, strategy=None):
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model = resnet_model.ResNet(hps).build_model()
-    key = recipe.AVERAGED_MODEL if recipe.has_average(checkpoint) else 'model'
+    key = 'averaged_model' if train_state.holds(checkpoint, 'averaged_model') else 'model'
     tf.train.Checkpoint(**{key: model}).restore(checkpoint).expect_partial().assert_existing_objects_matched()
     return model

@@ -16,14 +16,13 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from resnet_cifar import atomic_write, checkpoint_index, json_files, saved_config
+from resnet_cifar import atomic_write, checkpoint_index, json_files, saved_config, train_state
 from resnet_cifar.checkpoint_index import CHECKPOINT_NAME, INDEX, on_disk, step_of
 from resnet_cifar.errors import UserError
 
 RUN_CONFIG = 'hparams.json'
 # The data settings that decide which images are training images, and in which order.
 TRAINING_IMAGES = ('data_source', 'train_data_path', 'validation_size', 'seed')
-CONFIG_KEY = 'run_config/.ATTRIBUTES/VARIABLE_VALUE'
 
 
 class RunError(UserError):
@@ -219,11 +218,11 @@ def checkpoint_config(path):
     """The RunConfig a (readable) checkpoint of this trainer carries, checked as hparams.json is,
     or None for another writer's."""
     reader = tf.train.load_checkpoint(path)
-    if not reader.has_tensor(CONFIG_KEY):
+    if not reader.has_tensor(train_state.CONFIG_KEY):
         return None
     way_out = 'the checkpoint is damaged: move its files away, or use another log_root'
     try:
-        saved = json.loads(reader.get_tensor(CONFIG_KEY))
+        saved = json.loads(reader.get_tensor(train_state.CONFIG_KEY))
     except (ValueError, RecursionError):
         raise RunError(f'{path}: its run configuration is not valid JSON; {way_out}', mentions=['log_root']) from None
     return saved_config.parse(saved, os.path.dirname(path), path, way_out)

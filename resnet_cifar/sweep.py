@@ -16,7 +16,16 @@ import socket
 import sys
 import time
 
-from resnet_cifar import evaluation, ownership, run_folder, startup, sweep_dashboard, sweep_plan, sweep_results
+from resnet_cifar import (
+    checkpoint_index,
+    evaluation,
+    ownership,
+    run_folder,
+    startup,
+    sweep_dashboard,
+    sweep_plan,
+    sweep_results,
+)
 from resnet_cifar.errors import UserError
 from resnet_cifar.sweep_engines import Job, LocalEngine
 from resnet_cifar.sweep_results import LAUNCH, RESULT
@@ -117,7 +126,7 @@ def measure_trial(plan, trial, outcome):
         )
     config = run_folder.read_config(folder)
     kept = {os.path.basename(path) for path in run_folder.checkpoints(folder)}
-    final = os.path.join(folder, f'ckpt-{config.hparams.train_steps}')
+    final = checkpoint_index.path_of(folder, config.hparams.train_steps)
     if os.path.basename(final) not in kept:
         raise UserError(f'no final checkpoint {final}')
     result = {'seed': trial.seed, 'final_checkpoint': final}

@@ -10,18 +10,16 @@ SIGTERM, so that each saves a checkpoint; running the same jobs again resumes th
 imports TensorFlow: a Ray node only starts and stops processes.
 """
 
-import contextlib
 import dataclasses
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 
-from resnet_cifar import startup
+from resnet_cifar import process_settings, startup
 from resnet_cifar.errors import UserError
 
 THREAD_VARIABLES = ('OMP_NUM_THREADS', 'TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS')
@@ -130,19 +128,6 @@ class TrialProcess:
                 stop_trainers([self.process])
 
 
-@contextlib.contextmanager
-def _environment(env):
-    """Within, os.environ is `env`: what processes started meanwhile inherit."""
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def _check_reachable(address):
     """A HOST:PORT address that nothing answers at is refused at once (Ray itself retries for minutes)."""
     host, _, port = (address or '').rpartition(':')
@@ -188,16 +173,17 @@ class RayEngine:
             return False
         _check_reachable(self.address)
         os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')  # nothing leaves the machine unless asked
-        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # Ray's signal handlers would end the driver without stopping the trials: ours are put back.
+        # A local cluster's trainers get the user's environment.
         try:
-            with _environment(startup.child_environment()):  # a local cluster's trainers get the user's
+            with (
+                process_settings.signal_handlers(None),
+                process_settings.environment(startup.child_environment(), True),
+            ):
                 ray.init(address=self.address, include_dashboard=False, logging_level='ERROR', log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f'the Ray cluster at {self.address}' if self.address else 'a local Ray cluster'
             raise UserError(f'cannot start or join {where}: {str(e).splitlines()[0]}', 'ray_address') from None
-        finally:
-            for sig, handler in handlers.items():  # Ray's own would end the driver without stopping the trials
-                signal.signal(sig, handler)
         return True
 
     def _check_resources(self):

@@ -11,8 +11,6 @@ import collections
 import contextlib
 import hashlib
 import json
-import os
-import shutil
 import sys
 import time
 
@@ -23,7 +21,17 @@ from absl import logging
 
 import cifar_input
 import resnet_model
-from resnet_cifar import devices, evaluation, fast_network, ownership, recipe, run_config, run_folder, worker_faults
+from resnet_cifar import (
+    checkpoint_index,
+    devices,
+    evaluation,
+    fast_network,
+    ownership,
+    run_config,
+    run_folder,
+    train_state,
+    worker_faults,
+)
 from resnet_cifar.errors import UserError
 from resnet_cifar.run_folder import RunError
 
@@ -83,17 +91,9 @@ def _save(manager, model, step, cost):
     try:
         path = manager.save(checkpoint_number=step)
     except (tf.errors.OpError, OSError) as e:  # a full disk, a quota, a vanished folder
-        begun = os.listdir(manager.directory) if os.path.isdir(manager.directory) else []  # a vanished folder
-        for name in begun:  # what this save began; the newest complete checkpoint stays
-            path = os.path.join(manager.directory, name)
-            if not name.startswith((f'ckpt-{step}.', f'ckpt-{step}_temp')):
-                continue
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.remove(path)
+        checkpoint_index.remove_unfinished_saves(manager.directory, step)  # the newest complete checkpoint stays
         newest = manager.latest_checkpoint or 'none'
-        raise run_folder.write_failed(os.path.join(manager.directory, f'ckpt-{step}'), e, newest) from None
+        raise run_folder.write_failed(checkpoint_index.path_of(manager.directory, step), e, newest) from None
     run_folder.record_config(manager)
     logging.info('saved %s', path)
     return path
@@ -103,11 +103,11 @@ def _check_average(path, hps):
     """A weight average (ema_decay's, or the lookahead's) cannot start halfway: it would not be the
     average of the run."""
     averages = (
-        ('ema_decay', hps.ema_decay, recipe.AVERAGED_MODEL, 'a weight average'),
-        ('lookahead_every', hps.lookahead_every, recipe.LOOKAHEAD, 'a lookahead average'),
+        ('ema_decay', hps.ema_decay, 'averaged_model', 'a weight average'),
+        ('lookahead_every', hps.lookahead_every, 'lookahead', 'a lookahead average'),
     )
-    for key, value, checkpoint_key, average in averages:
-        if value and not recipe.has_average(path, checkpoint_key):
+    for key, value, part, average in averages:
+        if value and not train_state.holds(path, part):
             raise RunError(
                 f'cannot resume with {key}={value}: {path} was trained without {average}; '
                 f'keep {key}=0 for this run, or start a new one in another log_root',
@@ -191,16 +191,6 @@ def _check_batch_divides(batch_size, strategy):
         )
 
 
-def _checkpoint(train_op, saved_config):
-    """What a checkpoint holds: the training state and the run's configuration (a string variable)."""
-    state = {'model': train_op.model, 'optimizer': train_op.optimizer, 'step': train_op.global_step}
-    if train_op.averaged_model is not None:
-        state[recipe.AVERAGED_MODEL] = train_op.averaged_model
-    if train_op.lookahead is not None:
-        state[recipe.LOOKAHEAD] = train_op.lookahead
-    return tf.train.Checkpoint(**state, run_config=saved_config)
-
-
 def _resume(config, checkpoint, saved_config, chief):
     """Restores the newest checkpoint of log_root, if there is one, and returns its path."""
     resume_from = run_folder.resume_checkpoint(config, repair=chief)
@@ -249,7 +239,7 @@ def _run_steps(config, train_op, batches, step, manager, progress, eval_reporter
     """Takes steps from `step` to train_steps, or until a stop request, after which the step
     reached is saved; returns it. Saves every checkpoint_every_steps and at the end; with an
     eval_reporter, saves and evaluates every eval_every_steps and at the end."""
-    train_steps, model = config.hparams.train_steps, train_op.model
+    train_steps, model = config.hparams.train_steps, train_op.state.model
     metrics = saved_step = None
     while step < train_steps and not stop.signal:
         batch_images, batch_labels = next(batches)
@@ -265,7 +255,7 @@ def _run_steps(config, train_op, batches, step, manager, progress, eval_reporter
                 path = _save(manager, model, step, metrics['cost'])
                 saved_step = step
                 if evaluate_now:
-                    _evaluate(eval_reporter, train_op.eval_model, step, path)
+                    _evaluate(eval_reporter, train_op.state.eval_model, step, path)
     if stop.signal and metrics is not None and saved_step != step:
         _save(manager, model, step, metrics['cost'])
     return step
@@ -293,16 +283,16 @@ def train(config, strategy=None, evaluate=False):
         resnet = resnet_model.ResNet(hps, sync_batch_norm=config.sync_batch_norm, whitening=whitening)
         train_op = resnet.build_train_op(strategy, devices.check_xla(config.jit_compile, strategy))
         saved_config = tf.Variable(json.dumps(config.to_json()))
-        checkpoint = _checkpoint(train_op, saved_config)
+        checkpoint = train_op.state.checkpoint(saved_config)
         resume_from = _resume(config, checkpoint, saved_config, chief)  # first: it may rebuild the index
         manager = tf.train.CheckpointManager(
-            checkpoint, log_root, max_to_keep=config.keep_checkpoints, checkpoint_name='ckpt'
+            checkpoint, log_root, max_to_keep=config.keep_checkpoints, checkpoint_name=checkpoint_index.CHECKPOINT_NAME
         )
-        step = int(train_op.global_step.numpy())
+        step = int(train_op.state.step.numpy())
         if resume_from and _complete(config, step, resume_from):
             return TrainResult(step, None)
 
-        sys.stdout.write(f'total_params: {resnet_model.count_params(train_op.model)}\n')
+        sys.stdout.write(f'total_params: {resnet_model.count_params(train_op.state.model)}\n')
         sys.stdout.flush()
         if chief and not resume_from:  # a resumed run's is written with its next checkpoint, which then agrees
             run_folder.write_config(config)
@@ -322,5 +312,5 @@ def train(config, strategy=None, evaluate=False):
         if stop.signal:
             logging.info('stopped by %s at step %d; run the same command to resume', stop.signal, step)
             return TrainResult(step, stop.signal)
-        logging.info('training done at step %d; weights digest %s', step, weights_digest(train_op.model))
+        logging.info('training done at step %d; weights digest %s', step, weights_digest(train_op.state.model))
         return TrainResult(step, None)

@@ -14,7 +14,8 @@ to all at slightly different times, and a worker that dies or hangs mid-run.
   agreed step itself, with its NaN check and failed-save clean-up, and exits 128 + the signal's
   number (143 on a worker that a peer's stop reached).
 - A worker lost mid-run: TensorFlow's coordination service notices it within its heartbeat timeout
-  (about 10 s) and aborts the collectives; that error becomes one line naming the lost worker.
+  (docs/robustness.md has the measured times) and aborts the collectives; that error becomes one
+  line naming the lost worker.
 - The workers other than the chief save into a temporary folder of their own, claimed like a run
   folder, so that one left by a killed worker is removed when a worker starts again.
 """

@@ -95,11 +95,11 @@ def measure_train_and_eval(hps, strategy):
 
     eval_images, eval_labels, _ = _load('test')
     scorer = evaluation.SplitScorer(hps, eval_images, eval_labels, FLAGS.eval_batch_size, strategy, FLAGS.jit_compile)
-    scorer(train_op.model)
+    scorer(train_op.state.model)
     # As many images as training saw, at least one whole pass: one small pass is too short to time.
     start, count = time.perf_counter(), 0
     while count < FLAGS.steps * hps.batch_size:
-        count += scorer(train_op.model)[0]['num_examples']
+        count += scorer(train_op.state.model)[0]['num_examples']
     return {
         'train_images_per_sec': train_rate,
         'eval_images_per_sec': _rate(count, time.perf_counter() - start),

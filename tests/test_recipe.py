@@ -12,7 +12,7 @@ from conftest import ALL_SWITCHES, tiny_config, tiny_hparams
 
 import cifar_input
 import resnet_model
-from resnet_cifar import evaluation, recipe, run_config, trained_model, training
+from resnet_cifar import evaluation, recipe, run_config, train_state, trained_model, training
 from resnet_cifar.errors import UserError
 
 
@@ -43,7 +43,7 @@ def test_defaults_train_as_the_2016_recipe(subset, tmp_path):
     tf.train.Checkpoint(model=saved).restore(str(tmp_path / 'ckpt-3')).expect_partial()
     for expected, actual in zip(model.weights, saved.weights, strict=True):
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6, err_msg=expected.path)
-    assert not recipe.has_average(str(tmp_path / 'ckpt-3'))
+    assert not train_state.holds(str(tmp_path / 'ckpt-3'), 'averaged_model')
 
 
 def test_learning_rate_schedule():
@@ -141,7 +141,7 @@ def _averaged_model(config, path):
 
 def test_eval_predict_and_export_use_the_weight_average_with_flips(switched_run, subset, tmp_path):
     path = f'{switched_run.log_root}/ckpt-4'
-    assert recipe.has_average(path)
+    assert train_state.holds(path, 'averaged_model')
     average = _averaged_model(switched_run, path)
     images, labels = run_config.load_split(switched_run, 'test')
     logits = recipe.inference_logits(average, cifar_input.standardize(images), flip_tta=True)

@@ -46,7 +46,7 @@ def test_loss_is_cross_entropy_of_the_logits_not_of_softmax_outputs():
     expected = -log_probs[np.arange(16), labels.numpy()].mean()
     # Softmax outputs fed in as logits cannot give a loss above log(1 + 9e) ~ 3.2.
     assert expected > 5
-    xent = resnet.build_train_op().train_step(images, labels)['xent']
+    xent = resnet.build_train_op(model=model).train_step(images, labels)['xent']
     np.testing.assert_allclose(float(xent), expected, rtol=1e-4)
 
 
@@ -56,19 +56,19 @@ def test_weight_decay_is_l2_of_conv_and_dense_kernels_only():
     kernels = [v for v in model.trainable_variables if 'kernel' in v.path]
     assert len(kernels) == 1 + 3 * 2 + 1  # stem, two convs per unit, dense
     expected = 0.01 * sum(float(tf.reduce_sum(k**2)) / 2 for k in kernels)
-    _, decay = resnet.losses(model(_batch(4)[0]), _batch(4)[1])
+    _, decay = resnet.losses(model, model(_batch(4)[0]), _batch(4)[1])
     np.testing.assert_allclose(float(decay), expected, rtol=1e-5)
 
 
 def test_train_step_updates_weights_moving_averages_and_step():
     resnet = resnet_model.ResNet(tiny_hparams())
     model = resnet.build_model()
-    train_op = resnet.build_train_op()
-    assert train_op.model is model and train_op.eval_model is model, 'without ema_decay, eval uses the trained model'
+    train_op = resnet.build_train_op(model=model)
+    assert train_op.state.model is model and train_op.state.eval_model is model, 'without ema_decay, eval uses it'
     bn = model.get_layer('unit_last_bn')
     before_mean, before_kernel = bn.moving_mean.numpy(), model.get_layer('init_conv').kernel.numpy()
     result = train_op.train_step(*_batch(32))
-    assert int(train_op.global_step) == 1
+    assert int(train_op.state.step) == 1
     assert set(result) == {'cost', 'xent', 'weight_decay', 'precision', 'learning_rate'}
     assert not np.allclose(bn.moving_mean.numpy(), before_mean)
     assert not np.allclose(model.get_layer('init_conv').kernel.numpy(), before_kernel)

@@ -62,27 +62,26 @@ def fast_steps():
 
 def _steps_compared(hps, steps):
     keras.utils.set_random_seed(0)
-    single = resnet_model.ResNet(hps, sync_batch_norm=True)
-    single_step = single.build_train_op().train_step
+    single = resnet_model.ResNet(hps, sync_batch_norm=True).build_train_op()
+    single_model = single.state.model
     if hps.whiten:
         pixels = np.random.default_rng(5).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
-        fast_network.set_whitening(single.model, fast_network.whitening_kernel(pixels))
-    initial = _flat(single.model)
+        fast_network.set_whitening(single_model, fast_network.whitening_kernel(pixels))
+    initial = _flat(single_model)
     strategy = _two_replicas()
-    mirrored = resnet_model.ResNet(hps, sync_batch_norm=True)
-    mirrored_step = mirrored.build_train_op(strategy).train_step
-    mirrored.model.set_weights(single.model.get_weights())
+    mirrored = resnet_model.ResNet(hps, sync_batch_norm=True).build_train_op(strategy)
+    mirrored.state.model.set_weights(single_model.get_weights())
 
     for step in range(steps):
         images, labels = _batch(hps.batch_size, seed=step)
-        expected = single_step(images, labels)
-        actual = mirrored_step(*_distributed(strategy, tf.data.Dataset.from_tensors((images, labels))))
+        expected = single.train_step(images, labels)
+        actual = mirrored.train_step(*_distributed(strategy, tf.data.Dataset.from_tensors((images, labels))))
     return {
         'replicas': strategy.num_replicas_in_sync,
         'loss': [float(expected['cost']), float(actual['cost'])],
         'loss_difference': _relative_difference(actual['cost'].numpy(), expected['cost'].numpy()),
-        'weights_difference': _relative_difference(_flat(mirrored.model), _flat(single.model)),
-        'update_norm': float(np.linalg.norm(_flat(single.model) - initial)),
+        'weights_difference': _relative_difference(_flat(mirrored.state.model), _flat(single_model)),
+        'update_norm': float(np.linalg.norm(_flat(single_model) - initial)),
     }
 
 
@@ -94,21 +93,21 @@ def checkpoint_across_strategies():
     eval_data = cifar_input.eval_dataset(images, labels, 16)  # 16, 16, 16 and a partial 2
 
     strategy = _two_replicas()
-    trained = resnet_model.ResNet(HPS)
-    train_step = trained.build_train_op(strategy).train_step
+    resnet = resnet_model.ResNet(HPS)
+    train_op = resnet.build_train_op(strategy)
     for _ in range(3):
-        train_step(*_distributed(strategy, tf.data.Dataset.from_tensors(_batch(HPS.batch_size))))
-    path = tf.train.Checkpoint(model=trained.model).save(os.path.join(tempfile.mkdtemp(), 'ckpt'))
+        train_op.train_step(*_distributed(strategy, tf.data.Dataset.from_tensors(_batch(HPS.batch_size))))
+    path = tf.train.Checkpoint(model=train_op.state.model).save(os.path.join(tempfile.mkdtemp(), 'ckpt'))
 
-    def measure(resnet, strategy):
-        eval_step = resnet.build_eval_op(resnet.model, strategy)
+    def measure(model, strategy):
+        eval_step = resnet.build_eval_op(model, strategy)
         totals = [eval_step(*batch) for batch in strategy.experimental_distribute_dataset(eval_data)]
         return {name: float(sum(float(t[name]) for t in totals)) for name in ('loss_sum', 'correct', 'count')}
 
-    restored = resnet_model.ResNet(HPS)
-    restored.build_model()
-    tf.train.Checkpoint(model=restored.model).restore(path).assert_existing_objects_matched()
-    return {'two_replicas': measure(trained, strategy), 'one_device': measure(restored, tf.distribute.get_strategy())}
+    restored = resnet.build_model()
+    tf.train.Checkpoint(model=restored).restore(path).assert_existing_objects_matched()
+    one_device = measure(restored, tf.distribute.get_strategy())
+    return {'two_replicas': measure(train_op.state.model, strategy), 'one_device': one_device}
 
 
 if __name__ == '__main__':
