@@ -70,6 +70,19 @@ TINY_FAST = {
 }
 
 
+@pytest.fixture(autouse=True, scope='session')
+def user_cache(tmp_path_factory):
+    """The user's cache folder (dtype_speed's measurements), for this process and the programs it
+    starts: one of the tests', never the user's own."""
+    previous = os.environ.get('XDG_CACHE_HOME')
+    os.environ['XDG_CACHE_HOME'] = str(tmp_path_factory.mktemp('cache'))
+    yield os.environ['XDG_CACHE_HOME']
+    if previous is None:
+        os.environ.pop('XDG_CACHE_HOME', None)
+    else:
+        os.environ['XDG_CACHE_HOME'] = previous
+
+
 @pytest.fixture(scope='session')
 def subset():
     """The real CIFAR-10 subset; its absence skips locally but fails in CI."""
