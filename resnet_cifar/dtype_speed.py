@@ -121,12 +121,11 @@ def fastest(rates):
     return best if rates[best] >= MARGIN * rates['float32'] else 'float32'
 
 
-def measure(dtypes, hps=None, steps=4, rounds=2, warmup=2, seed=0):
-    """Training images/s of the network `hps` (default: the MEASURED_PRESET) in each of `dtypes`, on
-    the device a default strategy uses: each dtype's compiled step is built and warmed up first, then
-    the dtypes take turns, `rounds` times `steps` steps each, and each keeps its best round (the
-    least disturbed by other work). Synthetic images: the step is timed, not the input pipeline.
-    Leaves Keras' global policy as it found it."""
+def warmed_step(dtype, hps=None, warmup=2, seed=0):
+    """A compiled training step of the network `hps` (default: the MEASURED_PRESET) in `dtype`, run
+    `warmup` times (tracing, allocation), as a no-argument function returning the loss tensor; on
+    synthetic images, so that the step is timed, not the input pipeline. The default strategy's
+    device. Leaves Keras' global policy as it found it."""
     import keras
     import tensorflow as tf
 
@@ -136,23 +135,37 @@ def measure(dtypes, hps=None, steps=4, rounds=2, warmup=2, seed=0):
     hps = hps or run_config.build_hparams(MEASURED_PRESET)
     images = tf.random.stateless_normal([hps.batch_size, 32, 32, 3], seed=[seed, 0])
     labels = tf.random.stateless_uniform([hps.batch_size], [seed, 1], maxval=hps.num_classes, dtype=tf.int32)
-    policy, steps_of = keras.mixed_precision.global_policy(), {}
+    policy = keras.mixed_precision.global_policy()
     try:
-        for dtype in dtypes:
-            keras.mixed_precision.set_global_policy(DTYPE_POLICIES[dtype])
-            keras.utils.set_random_seed(seed)
-            steps_of[dtype] = resnet_model.ResNet(hps).build_train_op().train_step
-            for _ in range(warmup):
-                float(steps_of[dtype](images, labels)['cost'])
+        keras.mixed_precision.set_global_policy(DTYPE_POLICIES[dtype])
+        keras.utils.set_random_seed(seed)
+        train_step = resnet_model.ResNet(hps).build_train_op().train_step
     finally:
         keras.mixed_precision.set_global_policy(policy)
+
+    def step():
+        return train_step(images, labels)['cost']
+
+    for _ in range(warmup):
+        float(step())
+    return step
+
+
+def measure(dtypes, hps=None, steps=4, rounds=2, warmup=2, seed=0):
+    """Training images/s of the network `hps` (default: the MEASURED_PRESET) in each of `dtypes`:
+    each dtype's warmed_step() first, then the dtypes take turns, `rounds` times `steps` steps each,
+    and each keeps its best round (the least disturbed by other work)."""
+    from resnet_cifar import run_config
+
+    hps = hps or run_config.build_hparams(MEASURED_PRESET)
+    steps_of = {dtype: warmed_step(dtype, hps, warmup, seed) for dtype in dtypes}
     best = dict.fromkeys(dtypes, 0.0)
     for _ in range(rounds):
         for dtype in dtypes:
             start = time.perf_counter()
             for _ in range(steps):
-                metrics = steps_of[dtype](images, labels)
-            float(metrics['cost'])  # waits for the last step
+                cost = steps_of[dtype]()
+            float(cost)  # waits for the last step
             best[dtype] = max(best[dtype], steps * hps.batch_size / (time.perf_counter() - start))
     return {dtype: round(rate, 1) for dtype, rate in best.items()}
 
@@ -166,7 +179,12 @@ def choose(machine, on_cpu, onednn, key, folder=None, measure_rates=measure):
         return 'float32', f'dtype auto: float32 ({why}; 16-bit types are emulated there)'
     record = read_measurement(key, folder)
     if record is None or not set(dtypes) <= set(record['images_per_sec']):
-        logging.info('dtype auto: measuring %s on %s, once for this machine', ', '.join(dtypes), MEASURED_PRESET)
+        logging.info(
+            'dtype auto: measuring %s on %s, once for this machine (cached in %s)',
+            ', '.join(dtypes),
+            MEASURED_PRESET,
+            cache_path(key, folder),
+        )
         record = write_measurement(key, measure_rates(dtypes), folder)
     rates = {dtype: record['images_per_sec'][dtype] for dtype in dtypes}
     chosen = fastest(rates)
@@ -222,5 +240,5 @@ def float16_warning(machine, on_cpu, name=str):
     instead = f'; {name("dtype")}=auto picks bfloat16 where it is faster' if bfloat16_feature(machine) else ''
     return (
         f'{name("dtype")}=float16 on a CPU: TensorFlow emulates float16 arithmetic there, which trains '
-        f'far slower than float32 (docs/performance.md){instead}'
+        f'far slower than float32 (4.5 to over 20 times on the CPUs measured, docs/performance.md){instead}'
     )

@@ -9,7 +9,7 @@ import os
 import keras
 import pytest
 import tensorflow as tf
-from conftest import assert_user_error, run_main, tiny_hparams
+from conftest import assert_user_error, run_main, run_script, tiny_hparams
 
 from resnet_cifar import dtype_speed, machine
 
@@ -197,3 +197,39 @@ def test_measure_times_each_dtype_and_leaves_the_policy_alone():
 def test_auto_is_refused_for_a_cluster(strategy):
     result = run_main('--mode=train', '--log_root=unused', '--dtype=auto', f'--distribution_strategy={strategy}')
     assert_user_error(result, '--dtype: auto measures this machine alone', alone=True)
+
+
+def test_onednn_profile_sums_the_kernels_per_step(tmp_path):
+    """scripts/onednn_profile.py on a log as oneDNN writes it: per step, by kind, pass and data type,
+    the longest first, after the mark of the profiled steps when there is one."""
+    exec_line = 'onednn_verbose,v1,primitive,exec,cpu,{},{},{},{},,,mb2ic16oc16,{}'
+    log = tmp_path / 'verbose.log'
+    log.write_text(
+        '\n'.join(
+            [
+                exec_line.format('convolution', 'jit:avx512_core', 'forward_training', 'src:f32::blocked:acdb::f0', 9),
+                'onednn_profile: profiled steps start',
+                exec_line.format(
+                    'reorder', 'jit:uni', 'undef', 'src:bf16::blocked:cdba::f0 dst:bf16::blocked:x::f0', 1
+                ),
+                exec_line.format(
+                    'reorder', 'jit:uni', 'undef', 'src:bf16::blocked:cdba::f0 dst:bf16::blocked:x::f0', 2
+                ),
+                'onednn_verbose,v1,primitive,create:cache_miss,cpu,convolution,jit:avx512_core,forward_training,,,,,9',
+                exec_line.format(
+                    'convolution', 'brg_conv_fwd:avx512_core_bf16', 'forward_training', 'src:bf16:a:b::f0', 5
+                ),
+                exec_line.format(
+                    'convolution', 'brg_conv_fwd:avx512_core_bf16', 'forward_training', 'src:bf16:a:b::f0', 4
+                ),
+            ]
+        )
+    )
+    result = run_script('scripts/onednn_profile.py', f'--log={log}', '--steps=2', timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.splitlines()[2:]
+    assert rows == [
+        '| convolution | brg_conv_fwd:avx512_core_bf16 | forward_training | bf16 | 1 | 4.5 | 75.0% |',
+        '| reorder | jit:uni | undef | bf16 | 1 | 1.5 | 25.0% |',
+        '| all | | | | 2 | 6.0 | 100% |',
+    ], result.stdout
