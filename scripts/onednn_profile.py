@@ -28,6 +28,13 @@ FLAGS = flags.FLAGS
 MARK = 'onednn_profile: profiled steps start'
 
 
+def _data_type(descriptor):
+    """The data type of one of oneDNN's memory descriptors: 'src:bf16::blocked:acdb::f0' (a primitive's)
+    or 'src_f32::blocked:ab:f0' (a matrix product's) -> 'bf16', 'f32'."""
+    name, _, rest = descriptor.partition(':')
+    return rest.split(':')[0] or name.rpartition('_')[2]
+
+
 def summarize(lines, steps):
     """{(kind, implementation, pass, data types): [count, milliseconds]} per step, of oneDNN's
     `onednn_verbose,...,primitive,exec,cpu,KIND,IMPLEMENTATION,PASS,MEMORY,...,MS` lines after the
@@ -39,7 +46,7 @@ def summarize(lines, steps):
         if len(fields) < 10 or not fields[0].endswith('_verbose') or fields[2:4] != ['primitive', 'exec']:
             continue
         kind, implementation, pass_, memory = fields[5:9]
-        types = sorted({m.split(':')[1] for m in memory.split() if m.count(':') > 1} - {'undef', ''})
+        types = sorted({_data_type(descriptor) for descriptor in memory.split()} - {'undef', ''})
         entry = totals[kind, implementation, pass_, '/'.join(types)]
         entry[0] += 1
         entry[1] += float(fields[-1])

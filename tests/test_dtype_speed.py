@@ -215,6 +215,7 @@ def test_onednn_profile_sums_the_kernels_per_step(tmp_path):
                 exec_line.format(
                     'reorder', 'jit:uni', 'undef', 'src:bf16::blocked:cdba::f0 dst:bf16::blocked:x::f0', 2
                 ),
+                exec_line.format('gemm_api', '', 'undef', 'src_f32::blocked:ba:f0 wei_f32::blocked:ab:f0', 2),
                 'onednn_verbose,v1,primitive,create:cache_miss,cpu,convolution,jit:avx512_core,forward_training,,,,,9',
                 exec_line.format(
                     'convolution', 'brg_conv_fwd:avx512_core_bf16', 'forward_training', 'src:bf16:a:b::f0', 5
@@ -229,7 +230,8 @@ def test_onednn_profile_sums_the_kernels_per_step(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = result.stdout.splitlines()[2:]
     assert rows == [
-        '| convolution | brg_conv_fwd:avx512_core_bf16 | forward_training | bf16 | 1 | 4.5 | 75.0% |',
-        '| reorder | jit:uni | undef | bf16 | 1 | 1.5 | 25.0% |',
-        '| all | | | | 2 | 6.0 | 100% |',
+        '| convolution | brg_conv_fwd:avx512_core_bf16 | forward_training | bf16 | 1 | 4.5 | 64.3% |',
+        '| reorder | jit:uni | undef | bf16 | 1 | 1.5 | 21.4% |',
+        '| gemm_api |  | undef | f32 | 0.5 | 1.0 | 14.3% |',
+        '| all | | | | 2.5 | 7.0 | 100% |',
     ], result.stdout
