@@ -9,7 +9,7 @@ full training augmentation, on the real files when --data_dir is given (or the s
 subset is beside the checkout), else on synthetic images.
 
 The report also describes the machine (machine.describe_machine): the CPU model, its AVX2, AVX-512,
-AVX512_BF16 and AMX flags, the instruction set oneDNN reports it dispatches to (one small convolution
+AVX512_BF16, AVX512_FP16 and AMX flags, the instruction set oneDNN reports it dispatches to (one small convolution
 in a child process with ONEDNN_VERBOSE=1), TensorFlow's thread settings and the GPUs, so that rates
 from different machines are not compared as if they were one.
 
