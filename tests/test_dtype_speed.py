@@ -5,6 +5,8 @@ import datetime
 import json
 import logging
 import os
+import subprocess
+import sys
 
 import keras
 import pytest
@@ -235,3 +237,36 @@ def test_onednn_profile_sums_the_kernels_per_step(tmp_path):
         '| gemm_api |  | undef | f32 | 0.5 | 1.0 | 14.3% |',
         '| all | | | | 2.5 | 7.0 | 100% |',
     ], result.stdout
+
+
+def test_setup_picks_auto_from_the_cache_and_warns_of_float16_on_a_cpu(tmp_path):
+    """resnet_cifar.setup() as a user's script calls it, on this machine with a faked measurement
+    cached: auto is bfloat16 where the CPU computes in it, else float32 unmeasured; float16 on a
+    CPU is one warning line."""
+    described = machine.describe_machine()
+    dtype_speed.write_measurement(
+        dtype_speed.machine_key(described, tf.__version__),
+        {'float32': 300.0, 'bfloat16': 480.0},
+        tmp_path / 'resnet-cifar',
+    )
+    code = (
+        'import keras, resnet_cifar\n'
+        "print(resnet_cifar.setup(dtype='auto'), keras.mixed_precision.global_policy().name)\n"
+        "print(resnet_cifar.setup(dtype='float16'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, '-c', code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, 'XDG_CACHE_HOME': str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    on_cpu, bfloat16 = not described['gpus'], machine.onednn_on() and dtype_speed.bfloat16_feature(described)
+    if on_cpu:
+        expected = 'bfloat16 mixed_bfloat16' if bfloat16 else 'float32 float32'
+        assert result.stdout.splitlines() == [expected, 'float16'], result.stdout
+        assert 'measuring' not in result.stderr, 'read from the cache'
+    warnings = [line for line in result.stderr.splitlines() if line.startswith('warning: ')]
+    assert len(warnings) == (1 if on_cpu else 0), result.stderr
+    assert not warnings or warnings[0].startswith('warning: dtype=float16 on a CPU: TensorFlow emulates'), warnings
