@@ -94,7 +94,11 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_bool('sync_batch_norm', False, 'Batch-norm statistics over the global batch, across replicas.')
 flags.DEFINE_enum(
-    'dtype', 'float32', list(choices.DTYPE_POLICIES), 'Compute dtype; variables, logits and loss stay float32.'
+    'dtype',
+    'float32',
+    list(choices.DTYPES),
+    'Compute dtype; variables, logits and loss stay float32. auto: the one measured fastest on this machine '
+    '(measured once, cached; docs/performance.md).',
 )
 flags.DEFINE_bool(
     'jit_compile',
@@ -141,6 +145,12 @@ def check_before_start():
     if FLAGS['dataset'].present and FLAGS.data_dir:
         datasets.data_patterns(FLAGS.dataset, FLAGS.data_dir)
     hparams_overrides()
+    if FLAGS.dtype == 'auto' and FLAGS.distribution_strategy in ('multi_worker_mirrored', 'tpu'):
+        raise errors.UserError(
+            'auto measures this machine alone; choose one of float32, bfloat16, float16 for all the workers',
+            'dtype',
+            mentions=['distribution_strategy'],
+        )
 
 
 def build_config():
@@ -185,7 +195,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
     check_before_start()
-    startup.setup(FLAGS.num_gpus, FLAGS.deterministic, FLAGS.dtype)
+    dtype = startup.setup(FLAGS.num_gpus, FLAGS.deterministic, FLAGS.dtype, flag_name)
     from resnet_cifar import devices, evaluation, machine, trained_model, training, worker_faults  # TF is set up
 
     if FLAGS.mode == 'predict':
@@ -200,7 +210,7 @@ def main(argv):
         worker_faults.wait_for_cluster(FLAGS.cluster_timeout_secs)
     # First: a multi-worker strategy must exist before TensorFlow's runtime starts.
     strategy = devices.make_strategy(FLAGS.distribution_strategy, FLAGS.num_gpus, FLAGS.tpu)
-    logging.info('%s', machine.startup_line(strategy, FLAGS.dtype, flag_name))
+    logging.info('%s', machine.startup_line(strategy, dtype, flag_name))
     devices.check_xla(FLAGS.jit_compile, strategy)  # refused with several replicas before anything is written
     config = build_config()
     if FLAGS.mode == 'eval':

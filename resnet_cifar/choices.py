@@ -11,6 +11,7 @@ DATA_SOURCES = ('binary', 'tfds', 'synthetic')
 EVAL_SPLITS = ('test', 'validation')
 STRATEGIES = ('default', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
 DTYPE_POLICIES = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16', 'float16': 'mixed_float16'}  # Keras' names
+DTYPES = (*DTYPE_POLICIES, 'auto')  # auto: the one measured fastest on the machine (dtype_speed.py)
 
 
 def _presets_dir():

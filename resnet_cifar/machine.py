@@ -11,10 +11,9 @@ import sys
 
 import tensorflow as tf
 
-from resnet_cifar import devices
+from resnet_cifar import devices, dtype_speed
 
-CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')  # as /proc/cpuinfo names them
-BFLOAT16_FEATURES = {'amx_bf16': 'AMX_BF16', 'avx512_bf16': 'AVX512_BF16'}  # bfloat16 arithmetic, the faster first
+CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'amx_bf16')  # as /proc/cpuinfo names them
 
 
 def _count(n, thing):
@@ -63,18 +62,9 @@ def describe_machine(cpuinfo=None):
     }
 
 
-def bfloat16_hint(machine, dtype, on_cpu, onednn=True, name=str):
-    """When float32 runs on a CPU with bfloat16 instructions (and oneDNN's kernels, which use them):
-    that name('dtype')=bfloat16 trains faster there; else None."""
-    if dtype != 'float32' or not on_cpu or not onednn:
-        return None
-    feature = next((label for flag, label in BFLOAT16_FEATURES.items() if machine.get(flag)), None)
-    return feature and f'this CPU has {feature}: {name("dtype")}=bfloat16 trains faster (docs/performance.md)'
-
-
-def describe_run(machine, strategy_name, gpus_used, replicas, dtype='float32', onednn=True, name=str):
+def describe_run(machine, strategy_name, gpus_used, replicas, hint=None, name=str):
     """The one start-up line: the devices (the GPUs numbered `gpus_used`, or the CPU) and the strategy,
-    with bfloat16_hint() when it applies. `name` words a setting (the command line: its flag)."""
+    then the `hint` if there is one. `name` words a setting (the command line: its flag)."""
     gpus = machine['gpus']
     if gpus_used:
         names = ', '.join(gpus[i] if i < len(gpus) else f'GPU {i}' for i in gpus_used)
@@ -91,17 +81,25 @@ def describe_run(machine, strategy_name, gpus_used, replicas, dtype='float32', o
             why = 'no GPU visible'
         where = f'CPU ({machine["cpu_model"]}, {machine["cpus"]} logical cores; {why})'
     line = f'devices: {where}; strategy: {strategy_name}, {_count(replicas, "replica")}'
-    hint = bfloat16_hint(machine, dtype, on_cpu=not gpus_used and strategy_name != 'tpu', onednn=onednn, name=name)
     return f'{line}; {hint}' if hint else line
 
 
-def startup_line(strategy, dtype='float32', name=str):
-    """describe_run() for this machine and `strategy`: what resnet_main.py logs when a run starts."""
+def onednn_on():
+    """Whether TensorFlow's oneDNN CPU kernels run: unless TF_ENABLE_ONEDNN_OPTS=0."""
+    return os.environ.get('TF_ENABLE_ONEDNN_OPTS') != '0'
+
+
+def startup_line(strategy, dtype='float32', name=str, cache_folder=None):
+    """describe_run() for this machine and `strategy`, with dtype_speed's hint from the measurement
+    cached for this machine (in `cache_folder`, default the user's): what resnet_main.py logs when a
+    run starts."""
     strategy_name, gpus_used = devices.strategy_devices(strategy)
-    onednn = os.environ.get('TF_ENABLE_ONEDNN_OPTS') != '0'
-    return describe_run(
-        describe_machine(), strategy_name, gpus_used, strategy.num_replicas_in_sync, dtype, onednn, name
+    described, on_cpu = describe_machine(), not gpus_used and strategy_name != 'tpu'
+    key = dtype_speed.machine_key(described, tf.__version__)
+    hint = dtype_speed.hint(
+        described, dtype, on_cpu, onednn_on(), lambda: dtype_speed.read_measurement(key, cache_folder), name
     )
+    return describe_run(described, strategy_name, gpus_used, strategy.num_replicas_in_sync, hint, name)
 
 
 ONEDNN_PROBE = """

@@ -120,14 +120,16 @@ def _plain_logging():
         absl_logger.addFilter(_WithoutTensorFlowInfo())
 
 
-def setup(num_gpus=None, deterministic=False, dtype='float32'):
+def setup(num_gpus=None, deterministic=False, dtype='float32', name=str):
     """Starts TensorFlow as a run needs it, before any op runs; the command line calls it first.
 
     TensorFlow is imported with its oneDNN kernels (x86-64) and without its C++ start-up lines,
     unless the environment says otherwise; the project's progress lines print plainly, TensorFlow's
     own INFO lines not at all. Then devices.configure_tensorflow(num_gpus, deterministic, dtype):
     num_gpus None uses every visible GPU, 0 the CPU only; deterministic turns on TensorFlow's op
-    determinism; dtype 'bfloat16' or 'float16' computes in mixed precision.
+    determinism; dtype 'bfloat16' or 'float16' computes in mixed precision, 'auto' in the one measured
+    fastest on this machine (dtype_speed: measured once, cached); float16 on a CPU gets a warning.
+    Returns the dtype used. `name` words a setting in the lines it logs (the command line: its flag).
     """
     _plain_logging()
     too_late = _import_tensorflow()
@@ -139,6 +141,8 @@ def setup(num_gpus=None, deterministic=False, dtype='float32'):
             'TensorFlow was imported before resnet_cifar.setup(), so its default kernels apply, not the oneDNN '
             'ones the command line uses; call setup() first to run as it does'
         )
-    from resnet_cifar import devices
+    from resnet_cifar import devices, dtype_speed, machine
 
-    devices.configure_tensorflow(num_gpus, deterministic, dtype)
+    devices.configure_tensorflow(num_gpus, deterministic, 'float32' if dtype == 'auto' else dtype)
+    on_cpu = not tf.config.get_visible_devices('GPU')
+    return dtype_speed.settle(dtype, machine.describe_machine(), on_cpu, machine.onednn_on(), tf.__version__, name)

@@ -9,7 +9,7 @@ full training augmentation, on the real files when --data_dir is given (or the s
 subset is beside the checkout), else on synthetic images.
 
 The report also describes the machine (machine.describe_machine): the CPU model, its AVX2, AVX-512,
-AVX512_BF16 and AMX flags, the instruction set oneDNN reports it dispatches to (one small convolution
+AVX512_BF16, AVX512_FP16 and AMX flags, the instruction set oneDNN reports it dispatches to (one small convolution
 in a child process with ONEDNN_VERBOSE=1), TensorFlow's thread settings and the GPUs, so that rates
 from different machines are not compared as if they were one.
 
@@ -32,7 +32,7 @@ flags.DEFINE_enum('dataset', 'cifar10', list(datasets.DATASETS), 'cifar10 or cif
 flags.DEFINE_enum('data_source', 'binary', ['binary', 'synthetic'], 'Training images: the files, or random ones.')
 flags.DEFINE_string('data_dir', None, 'Folder of the binary batch files (default: the shared CIFAR-10 subset).')
 flags.DEFINE_integer('eval_batch_size', 100, 'As resnet_main.py --eval_batch_size.', lower_bound=1)
-flags.DEFINE_enum('dtype', 'float32', list(choices.DTYPE_POLICIES), 'As resnet_main.py --dtype.')
+flags.DEFINE_enum('dtype', 'float32', list(choices.DTYPES), 'As resnet_main.py --dtype.')
 flags.DEFINE_bool('jit_compile', False, 'As resnet_main.py --jit_compile.')
 flags.DEFINE_integer('seed', 0, 'Seed of weight initialization, data order and augmentation.')
 flags.DEFINE_integer('steps', 20, 'Timed training steps (and input batches x 10).', lower_bound=1)
@@ -110,7 +110,7 @@ def measure_train_and_eval(hps, strategy):
 def main(argv):
     del argv
     hps = run_config.build_hparams(FLAGS.hparams, FLAGS.hparams_override, FLAGS.dataset)  # before TensorFlow
-    startup.setup(dtype=FLAGS.dtype)
+    dtype = startup.setup(dtype=FLAGS.dtype, name=lambda key: f'--{key}')
     import tensorflow as tf
 
     from resnet_cifar import devices, machine
@@ -120,7 +120,7 @@ def main(argv):
         'hparams': FLAGS.hparams,
         'batch_size': hps.batch_size,
         'eval_batch_size': FLAGS.eval_batch_size,
-        'dtype': FLAGS.dtype,
+        'dtype': dtype,
         'jit_compile': FLAGS.jit_compile,
         'TF_ENABLE_ONEDNN_OPTS': os.environ.get('TF_ENABLE_ONEDNN_OPTS'),  # unset: TensorFlow's own choice
         'strategy': devices.strategy_devices(strategy)[0],

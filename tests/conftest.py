@@ -20,7 +20,7 @@ resnet_cifar.setup()  # TensorFlow started as the command line starts it, before
 # isort: split
 import tensorflow as tf  # noqa: E402
 
-from resnet_cifar import datasets, run_config, training  # noqa: E402
+from resnet_cifar import datasets, process_settings, run_config, training  # noqa: E402
 from resnet_cifar.hparams_check import make_hparams  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,6 +75,15 @@ def skip_here_fail_in_ci(message, in_ci):
     if os.environ.get('CI') == 'true':
         pytest.fail(f'{message} ({in_ci})')
     pytest.skip(message)
+
+
+@pytest.fixture(autouse=True, scope='session')
+def user_cache(tmp_path_factory):
+    """The user's cache folder (dtype_speed's measurements), for this process and the programs it
+    starts: one of the tests', never the user's own."""
+    folder = str(tmp_path_factory.mktemp('cache'))
+    with process_settings.environment({'XDG_CACHE_HOME': folder}):
+        yield folder
 
 
 @pytest.fixture(scope='session')

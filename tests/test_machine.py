@@ -41,12 +41,13 @@ def test_describe_cpu_reads_the_model_and_the_instruction_sets():
         'avx2': True,
         'avx512f': True,
         'avx512_bf16': True,
+        'avx512_fp16': False,
         'amx_tile': True,
         'amx_bf16': True,
     }
     rome = machine.describe_cpu(EPYC_ROME)
     assert rome['cpu_model'] == 'AMD EPYC 7B12' and rome['avx2'] is True
-    assert not any(rome[flag] for flag in ('avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16'))
+    assert not any(rome[flag] for flag in ('avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'amx_bf16'))
     arm = machine.describe_cpu(ARM)  # no model name, no x86 flags ('bf16' is ARM's, not avx512_bf16)
     assert arm['cpu_model'] and not any(arm[flag] for flag in machine.CPU_FLAGS)
     assert machine.describe_cpu('')['cpu_model'], 'without /proc/cpuinfo: the platform names the CPU'
@@ -118,24 +119,9 @@ def test_the_start_up_line(described, strategy, gpus_used, replicas, expected):
     assert machine.describe_run(described, strategy, gpus_used, replicas, name=_flag) == expected
 
 
-HINT = 'this CPU has AVX512_BF16: --dtype=bfloat16 trains faster (docs/performance.md)'
-
-
-def test_a_cpu_with_bfloat16_instructions_suggests_bfloat16_once():
-    genoa = _machine(EPYC_GENOA)
-    line = machine.describe_run(genoa, 'default', [], 1, 'float32', name=_flag)
-    assert line.endswith('strategy: default, 1 replica; ' + HINT) and line.count('bfloat16') == 1
-    amx = machine.describe_run(_machine(SAPPHIRE_RAPIDS), 'default', [], 1, 'float32')
-    assert amx.endswith('; this CPU has AMX_BF16: dtype=bfloat16 trains faster (docs/performance.md)'), amx
-    # Not when bfloat16 is already asked for, on an AVX2 CPU, on GPUs, or with TensorFlow's Eigen kernels.
-    for line in (
-        machine.describe_run(genoa, 'default', [], 1, 'bfloat16'),
-        machine.describe_run(genoa, 'default', [], 1, 'float16'),
-        machine.describe_run(_machine(EPYC_ROME), 'default', [], 1, 'float32'),
-        machine.describe_run({**genoa, 'gpus': ['NVIDIA A100']}, 'one_device', [0], 1, 'float32'),
-        machine.describe_run(genoa, 'default', [], 1, 'float32', onednn=False),
-    ):
-        assert 'this CPU has' not in line, line
+def test_a_hint_ends_the_line():
+    line = machine.describe_run(_machine(EPYC_GENOA), 'default', [], 1, hint='a hint')
+    assert line == 'devices: CPU (AMD EPYC 9B14, 2 logical cores; no GPU visible); strategy: default, 1 replica; a hint'
 
 
 def test_describe_machine_names_the_visible_gpus(fake_gpus):
@@ -144,7 +130,7 @@ def test_describe_machine_names_the_visible_gpus(fake_gpus):
     described = machine.describe_machine(EPYC_GENOA)
     assert described['gpus'] == ['NVIDIA A100', 'NVIDIA A100'] and described['hidden_gpus'] == 1
     assert described['cpu_model'] == 'AMD EPYC 9B14' and described['cpus'] == os.cpu_count()
-    line = machine.describe_run(described, 'mirrored', [0, 1], 2, 'float32')
+    line = machine.describe_run(described, 'mirrored', [0, 1], 2)
     assert line == 'devices: 2 GPUs (NVIDIA A100, NVIDIA A100); strategy: mirrored, 2 replicas'
 
 
