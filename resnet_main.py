@@ -175,7 +175,7 @@ def build_config():
     options = {name: getattr(FLAGS, name) for name in OPTIONS}
     config = run_config.RunConfig(FLAGS.log_root, dataset, preset, hps, data, **options)
     if saved is not None and saved.network() != config.network():
-        raise run_folder.RunError(
+        raise errors.RunError(
             f'{FLAGS.log_root} holds a run of {saved.describe()}; the flags ask for {config.describe()}. '
             'Use another log_root, or drop the flags that change the network.',
             mentions=['log_root'],

@@ -92,3 +92,28 @@ def exit_on_error(main, flag_values=None, name=None, stop_hint=''):
             sys.exit(exit_code(stopped_by))
 
     return wrapped
+
+
+class RunError(UserError):
+    """The run cannot go on as asked; the message says why and what to do."""
+
+
+class WriteError(RunError):
+    """A write into the run failed: a full disk, a quota, a read-only or vanished folder, an I/O error."""
+
+
+def reason(error):
+    """The first line of an OSError's or a TensorFlow OpError's message, without TensorFlow's
+    `{{function_node ...}}` decorations."""
+    text = getattr(error, 'strerror', None) or getattr(error, 'message', None) or str(error)
+    text = re.sub(r'\{\{function_node [^{}]*\}\}|\[Op:\w+\]( name: \S*)?', '', text).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def write_failed(path, error, newest=None):
+    """The WriteError for `error` (an OSError or a TensorFlow OpError) while writing `path`;
+    `newest` names the newest complete checkpoint, which a run started again resumes from."""
+    resume = f'; the newest complete checkpoint is {newest}' if newest else ''
+    return WriteError(
+        f'cannot write {path}: {reason(error)}{resume}; free space or fix the folder, then run the same command again'
+    )

@@ -12,7 +12,16 @@ from absl import logging
 
 import cifar_input
 import resnet_model
-from resnet_cifar import devices, ownership, restore, run_config, run_folder, train_state
+from resnet_cifar import (
+    checkpoint_index,
+    devices,
+    errors,
+    json_files,
+    ownership,
+    restore,
+    run_config,
+    train_state,
+)
 from resnet_cifar.confusion_image import confusion_image
 
 METRICS = 'metrics.json'
@@ -79,7 +88,7 @@ def append_history(folder, metrics):
                 writer.writeheader()
             writer.writerow(row)  # one write of a short line: a crash leaves whole rows
     except OSError as e:
-        raise run_folder.write_failed(path, e, metrics['checkpoint']) from None
+        raise errors.write_failed(path, e, metrics['checkpoint']) from None
 
 
 def read_history(folder):
@@ -92,9 +101,9 @@ def read_history(folder):
             reader = csv.DictReader(f)
             header, rows = reader.fieldnames, list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise run_folder.RunError(f'{path}: cannot be read ({run_folder.reason(e)}); {way_out}') from None
+        raise errors.RunError(f'{path}: cannot be read ({errors.reason(e)}); {way_out}') from None
     if list(header or ()) != list(HISTORY_FIELDS):
-        raise run_folder.RunError(f'{path}: line 1: expected the header {",".join(HISTORY_FIELDS)}; {way_out}')
+        raise errors.RunError(f'{path}: line 1: expected the header {",".join(HISTORY_FIELDS)}; {way_out}')
     return [_history_row(path, number, row, way_out) for number, row in enumerate(rows, start=2)]
 
 
@@ -107,7 +116,7 @@ def _history_row(path, number, row, way_out):
         sound = False
     if not sound or None in row.values() or None in row:  # None: csv.DictReader's mark of a short or long row
         fields = ', '.join(f'{name} {row.get(name)!r}' for name in HISTORY_FIELDS)
-        raise run_folder.RunError(f'{path}: line {number}: {fields} is no eval result; {way_out}')
+        raise errors.RunError(f'{path}: line {number}: {fields} is no eval result; {way_out}')
     return {**row, **values}
 
 
@@ -116,12 +125,12 @@ def read_best_precision(folder):
     path = os.path.join(folder, METRICS)
     way_out = 'fix it, or move it away (the best precision then counts from the next eval)'
     try:
-        metrics = run_folder.read_json(path, way_out)
+        metrics = json_files.read_json(path, way_out)
     except FileNotFoundError:
         return 0.0
     best = metrics.get('best_precision')
     if isinstance(best, bool) or not isinstance(best, int | float) or not 0 <= best <= 1:
-        raise run_folder.RunError(f'{path}: best_precision: expected a number from 0 to 1, got {best!r}; {way_out}')
+        raise errors.RunError(f'{path}: best_precision: expected a number from 0 to 1, got {best!r}; {way_out}')
     return float(best)
 
 
@@ -164,7 +173,7 @@ class EvalReporter:
             tf.summary.scalar('loss', metrics['loss'])
             tf.summary.image('confusion_matrix', confusion_image(confusion, self.class_names, step))
         self.writer.flush()
-        run_folder.write_json(os.path.join(self.eval_dir, METRICS), metrics, newest=metrics['checkpoint'])
+        json_files.write_json(os.path.join(self.eval_dir, METRICS), metrics, newest=metrics['checkpoint'])
         append_history(self.eval_dir, metrics)
 
     def __call__(self, model, step, checkpoint):
@@ -195,13 +204,13 @@ class EvalReporter:
 def _checkpoints_to_evaluate(config):
     """With eval_once, the existing checkpoints newest first; else each new one as it appears."""
     if config.eval_once:
-        if not run_folder.checkpoints(config.log_root):
-            raise run_folder.RunError(f'no checkpoint in {config.log_root}; train first', 'log_root')
-        return run_folder.newest_first(config.log_root)
+        if not checkpoint_index.checkpoints(config.log_root):
+            raise errors.RunError(f'no checkpoint in {config.log_root}; train first', 'log_root')
+        return checkpoint_index.newest_first(config.log_root)
     logging.info(
         'waiting for checkpoints in %s (up to %d s without a new one)', config.log_root, config.eval_timeout_secs
     )
-    return run_folder.watch(config.log_root, config.eval_timeout_secs)
+    return checkpoint_index.watch(config.log_root, config.eval_timeout_secs)
 
 
 def evaluate_checkpoints(config, strategy=None):
@@ -215,7 +224,7 @@ def evaluate_checkpoints(config, strategy=None):
     paths = _checkpoints_to_evaluate(config)
     metrics = None
     with EvalReporter(config, strategy) as reporter:
-        for path in run_folder.usable(paths, 'evaluate', config):
+        for path in checkpoint_index.usable(paths, 'evaluate', config):
             try:
                 model = restore.restore_model(path, config.hparams, strategy)
                 step, train_steps = _saved_step(path)
@@ -226,9 +235,9 @@ def evaluate_checkpoints(config, strategy=None):
             if config.eval_once or step >= train_steps:
                 return metrics
     if metrics is None and config.eval_once:
-        raise run_folder.RunError(f'no readable checkpoint in {config.log_root}', 'log_root')
+        raise errors.RunError(f'no readable checkpoint in {config.log_root}', 'log_root')
     if metrics is None:
-        raise run_folder.RunError(
+        raise errors.RunError(
             f'no usable checkpoint appeared in {config.log_root} within {config.eval_timeout_secs} s '
             '(eval_timeout_secs)',
             'log_root',
@@ -242,16 +251,16 @@ def _saved_step(path):
     """The step of the checkpoint at `path`, and the train_steps its run was saved with: the run's
     end, however late it was raised."""
     step = int(tf.train.load_checkpoint(path).get_tensor(train_state.STEP_KEY))
-    return step, run_folder.checkpoint_config(path).hparams.train_steps
+    return step, checkpoint_index.checkpoint_config(path).hparams.train_steps
 
 
 def score_checkpoint(config, checkpoint, split='test', strategy=None):
     """Precision, loss and number of examples of one checkpoint on a whole split, reported
     nowhere: for comparing checkpoints and settings (flip_tta) after training, as
     scripts/sweep.py does."""
-    problem = run_folder.checkpoint_problem(checkpoint, config)
+    problem = checkpoint_index.checkpoint_problem(checkpoint, config)
     if problem:
-        raise run_folder.RunError(problem, 'checkpoint')
+        raise errors.RunError(problem, 'checkpoint')
     strategy = strategy or tf.distribute.get_strategy()
     model = restore.restore_model(checkpoint, config.hparams, strategy)
     return SplitScorer.of_split(config, split, strategy)(model)[0]

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import cifar_input
 from resnet_cifar import choices
-from resnet_cifar.run_folder import RunError
+from resnet_cifar.errors import RunError
 
 # Each of choices.EXPORT_FORMATS, with its file in the folder (a SavedModel is the folder itself),
 # and what writing it needs beyond TensorFlow and Keras: the `export` extra of pyproject.toml.

@@ -1,9 +1,12 @@
-"""Reading a JSON file a user or a run wrote, whatever it holds: a missing, unreadable, binary,
-truncated, huge or deeply nested file gives one line naming it and what to do, never a traceback."""
+"""JSON files: read back whatever they hold (a missing, unreadable, binary, truncated, huge or
+deeply nested file gives one line naming it and what to do, never a traceback), and written whole
+or not at all."""
 
 import json
+import re
 
-from resnet_cifar.errors import UserError
+from resnet_cifar import atomic_write
+from resnet_cifar.errors import UserError, write_failed
 
 MAX_BYTES = 16 * 2**20  # far above any file the project writes; a larger one is not one of them
 
@@ -56,3 +59,15 @@ def read_checked(path, keys, way_out, error=UserError):
 def _json_type(value):
     names = {dict: 'an object', list: 'a list', str: 'a string', bool: 'true or false', type(None): 'null'}
     return names.get(type(value), 'a number')
+
+
+def write_json(path, values, newest=None):
+    """Writes atomically, so a reader never sees half a file, each list of numbers on one line (a
+    confusion matrix reads as rows); `newest` names the newest complete checkpoint, for the error
+    when the write fails."""
+    # A list that json.dumps spread over lines ('[' then a newline, never inside a string), with no strings in it.
+    text = re.sub(r'\[\n[^\[\]{}"]*\]', lambda m: json.dumps(json.loads(m.group())), json.dumps(values, indent=2))
+    try:
+        atomic_write.write_text(path, text + '\n')
+    except OSError as e:
+        raise write_failed(path, e, newest) from None

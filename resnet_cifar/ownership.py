@@ -17,7 +17,8 @@ import time
 from absl import logging
 
 from resnet_cifar import json_files
-from resnet_cifar.run_folder import RunError, make_dir, write_failed
+from resnet_cifar.atomic_write import make_dir
+from resnet_cifar.errors import RunError, write_failed
 
 OWNER = 'owner.json'
 

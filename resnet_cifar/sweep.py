@@ -17,8 +17,10 @@ import sys
 import time
 
 from resnet_cifar import (
+    atomic_write,
     checkpoint_index,
     evaluation,
+    json_files,
     ownership,
     run_folder,
     startup,
@@ -85,19 +87,19 @@ def _train_and_measure(plan, trials, engine):
 
 def _is_fresh(folder):
     """Whether the trial starts from nothing (its seconds then count from its launch)."""
-    return not os.path.exists(os.path.join(folder, run_folder.RUN_CONFIG)) and not run_folder.checkpoints(folder)
+    return not os.path.exists(os.path.join(folder, run_folder.RUN_CONFIG)) and not checkpoint_index.checkpoints(folder)
 
 
 def _record_launch(plan, trial, fresh, when):
     """FOLDER/sweep_launch.json: when the trial was launched, and whether from nothing; a trial already
     trained to its end keeps the record of the launch that trained it."""
     folder, steps = plan.folder(trial), plan.trial_hparams(trial).train_steps
-    done = any(path.endswith(f'-{steps}') for path in run_folder.checkpoints(folder)[:1])
+    done = any(path.endswith(f'-{steps}') for path in checkpoint_index.checkpoints(folder)[:1])
     if done and os.path.exists(os.path.join(folder, LAUNCH)):
         return
     launched = time.strftime(evaluation.TIME_FORMAT, time.gmtime(when))
-    run_folder.write_json(
-        os.path.join(run_folder.make_dir(folder, 'root'), LAUNCH), {'launched': launched, 'fresh': fresh}
+    json_files.write_json(
+        os.path.join(atomic_write.make_dir(folder, 'root'), LAUNCH), {'launched': launched, 'fresh': fresh}
     )
 
 
@@ -125,7 +127,7 @@ def measure_trial(plan, trial, outcome):
             'every node sees (docs/sweeps.md)'
         )
     config = run_folder.read_config(folder)
-    kept = {os.path.basename(path) for path in run_folder.checkpoints(folder)}
+    kept = {os.path.basename(path) for path in checkpoint_index.checkpoints(folder)}
     final = checkpoint_index.path_of(folder, config.hparams.train_steps)
     if os.path.basename(final) not in kept:
         raise UserError(f'no final checkpoint {final}')
@@ -144,5 +146,5 @@ def measure_trial(plan, trial, outcome):
         result.update(val_step=best['step'], val_precision=best['precision'], val_checkpoint=checkpoint)
         result['val_test_precision'] = float(evaluation.score_checkpoint(config, checkpoint)['precision'])
     result.update(sweep_results.read_launch(os.path.join(folder, LAUNCH)))
-    run_folder.write_json(os.path.join(folder, RESULT), result)
+    json_files.write_json(os.path.join(folder, RESULT), result)
     return result

@@ -14,7 +14,7 @@ import tempfile
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-from resnet_cifar import run_folder
+from resnet_cifar import errors
 
 EVENTS = 'events.out.tfevents.sweep-hparams'  # 'tfevents' in its name: TensorBoard reads it
 METRICS = {
@@ -53,7 +53,7 @@ def _write_events(folder, write):
             [events] = glob.glob(os.path.join(staging, 'events.out.tfevents.*'))
             os.replace(events, os.path.join(folder, EVENTS))
     except (OSError, tf.errors.OpError) as e:
-        raise run_folder.write_failed(os.path.join(folder, EVENTS), e) from None
+        raise errors.write_failed(os.path.join(folder, EVENTS), e) from None
 
 
 def write(plan, rows):

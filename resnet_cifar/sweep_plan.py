@@ -17,7 +17,7 @@ import re
 
 import cifar_input
 import resnet_model
-from resnet_cifar import datasets, json_files, run_config, run_folder
+from resnet_cifar import atomic_write, datasets, json_files, run_config
 from resnet_cifar.choices import DTYPE_POLICIES, is_preset_file
 from resnet_cifar.errors import UserError
 from resnet_cifar.hparams_check import make_hparams
@@ -215,8 +215,8 @@ def prepare(root, recipe, grid=None, seeds=(0,)):
         trials = [Trial({key: t.values[key] for key in saved.grid}, t.seed) for t in trials]  # the saved key order
         recorded = saved.recorded
     recorded = recorded + [trial for trial in trials if trial not in recorded]
-    run_folder.make_dir(root, 'root')
-    run_folder.write_json(path, _settings(recipe, hps, grid, recorded))
+    atomic_write.make_dir(root, 'root')
+    json_files.write_json(path, _settings(recipe, hps, grid, recorded))
     return Plan(root, recipe, hps, grid, trials, recorded)
 
 

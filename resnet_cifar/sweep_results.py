@@ -16,7 +16,7 @@ import statistics
 import time
 
 import resnet_model
-from resnet_cifar import atomic_write, evaluation, json_files, run_folder
+from resnet_cifar import atomic_write, errors, evaluation, json_files
 from resnet_cifar.errors import UserError
 from resnet_cifar.sweep_plan import configurations, override_text
 
@@ -190,7 +190,7 @@ def write_tables(plan, rows, milestones, command=''):
         try:
             atomic_write.write_text(path, content)
         except OSError as e:
-            raise run_folder.write_failed(path, e) from None
+            raise errors.write_failed(path, e) from None
     return markdown
 
 

@@ -11,8 +11,16 @@ import tensorflow as tf
 from absl import logging
 
 import cifar_input
-from resnet_cifar import atomic_write, export_formats, portable_model, recipe, restore, run_folder
-from resnet_cifar.run_folder import RunError
+from resnet_cifar import (
+    atomic_write,
+    checkpoint_index,
+    errors,
+    export_formats,
+    portable_model,
+    recipe,
+    restore,
+)
+from resnet_cifar.errors import RunError
 
 Predictions = collections.namedtuple('Predictions', 'names probabilities labels class_names')
 
@@ -27,20 +35,20 @@ def load(log_root=None, checkpoint=None):
     config.hparams.flip_tta))`. It holds this project's layers: for a model that loads without
     the project, use export() or `portable_model.build(model, config.hparams)`."""
     if checkpoint:
-        problem = run_folder.checkpoint_problem(checkpoint)
+        problem = checkpoint_index.checkpoint_problem(checkpoint)
         if problem:
             raise RunError(problem, 'checkpoint')
         path = checkpoint
     else:
-        paths = run_folder.checkpoints(log_root)
+        paths = checkpoint_index.checkpoints(log_root)
         if not paths:
             raise RunError(
                 f'{log_root} holds no checkpoints; train first, or give one with checkpoint', 'log_root', ['checkpoint']
             )
-        path = next(run_folder.usable(paths, 'use it'), None)
+        path = next(checkpoint_index.usable(paths, 'use it'), None)
         if path is None:
             raise RunError(f'no readable checkpoint in {log_root}', 'log_root')
-    config = run_folder.checkpoint_config(path)
+    config = checkpoint_index.checkpoint_config(path)
     model = restore.restore_model(path, config.hparams)
     logging.info('using %s', path)
     return model, config
@@ -105,5 +113,5 @@ def export(export_dir, log_root=None, checkpoint=None, export_format='saved_mode
         with atomic_write.staged(export_dir) as staging:
             export_formats.write(portable, config.class_names, staging, export_format)
     except (OSError, tf.errors.OpError) as e:
-        raise run_folder.write_failed(export_dir, e) from None
+        raise errors.write_failed(export_dir, e) from None
     return config

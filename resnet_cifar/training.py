@@ -22,18 +22,20 @@ from absl import logging
 import cifar_input
 import resnet_model
 from resnet_cifar import (
+    atomic_write,
     checkpoint_index,
     devices,
+    errors,
     evaluation,
     fast_network,
     ownership,
+    resume,
     run_config,
     run_folder,
     train_state,
     worker_faults,
 )
-from resnet_cifar.errors import UserError
-from resnet_cifar.run_folder import RunError
+from resnet_cifar.errors import RunError, UserError
 
 TrainResult = collections.namedtuple('TrainResult', 'step stopped_by')  # stopped_by: a signal's name, or None
 
@@ -93,7 +95,7 @@ def _save(manager, model, step, cost):
     except (tf.errors.OpError, OSError) as e:  # a full disk, a quota, a vanished folder
         checkpoint_index.remove_unfinished_saves(manager.directory, step)  # the newest complete checkpoint stays
         newest = manager.latest_checkpoint or 'none'
-        raise run_folder.write_failed(checkpoint_index.path_of(manager.directory, step), e, newest) from None
+        raise errors.write_failed(checkpoint_index.path_of(manager.directory, step), e, newest) from None
     run_folder.record_config(manager)
     logging.info('saved %s', path)
     return path
@@ -152,7 +154,7 @@ def _report(writer, step, hps, values, images_per_sec, images=None):
                 tf.summary.image('images', _image_summary(images), max_outputs=4)
         writer.flush()
     except (tf.errors.OpError, OSError) as e:  # summaries can be made again; checkpoints cannot: go on
-        logging.warning('training summaries stop here: %s', run_folder.write_failed('the train folder', e).message)
+        logging.warning('training summaries stop here: %s', errors.write_failed('the train folder', e).message)
         return tf.summary.create_noop_writer()
     return writer
 
@@ -193,7 +195,7 @@ def _check_batch_divides(batch_size, strategy):
 
 def _resume(config, checkpoint, saved_config, chief):
     """Restores the newest checkpoint of log_root, if there is one, and returns its path."""
-    resume_from = run_folder.resume_checkpoint(config, repair=chief)
+    resume_from = resume.resume_checkpoint(config, repair=chief)
     if resume_from:
         _check_average(resume_from, config.hparams)
         checkpoint.restore(resume_from).expect_partial().assert_existing_objects_matched()
@@ -218,7 +220,7 @@ def _summary_writer(config, chief, on_exit):
     """The chief writes training summaries into train_dir; the other workers write none."""
     if not chief:
         return tf.summary.create_noop_writer()
-    writer = tf.summary.create_file_writer(run_folder.make_dir(config.train_folder, 'train_dir'))
+    writer = tf.summary.create_file_writer(atomic_write.make_dir(config.train_folder, 'train_dir'))
     on_exit.callback(writer.close)
     return writer
 
@@ -231,7 +233,7 @@ def _evaluate(eval_reporter, model, step, path):
     except (UserError, tf.errors.OpError, OSError) as e:
         if isinstance(e, worker_faults.PEER_LOST):
             raise  # not the eval's fault: the cluster lost a worker
-        line = e.line() if isinstance(e, UserError) else run_folder.reason(e)
+        line = e.line() if isinstance(e, UserError) else errors.reason(e)
         logging.warning('eval at step %d failed, training goes on: %s', step, line)
 
 

@@ -35,7 +35,7 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from resnet_cifar import ownership, run_folder
+from resnet_cifar import checkpoint_index, errors, ownership
 from resnet_cifar.errors import UserError
 from resnet_cifar.tf_quiet import tensorflow_warnings_off
 
@@ -319,7 +319,7 @@ def peers_watched(log_root):
         named = [(job, int(index)) for job, index in TASK.findall(e.message or '')]
         lost = [task for task in tasks if task[:2] in named and task[:2] != me]
         who = ', '.join(map(_name, lost)) if lost else 'a worker'
-        newest = (run_folder.checkpoints(log_root) or ['none'])[0]
+        newest = (checkpoint_index.checkpoints(log_root) or ['none'])[0]
         raise WorkerLost(
             f'{who} stopped answering ({_reason(e)}); the newest complete checkpoint is {newest}; start every '
             'worker again with the same commands to resume from it'
@@ -332,7 +332,7 @@ def _reason(error):
     if 'stopped sending heartbeats' in message:
         return 'it stopped sending heartbeats'
     aborted = re.search(r'aborted by: *(.+)', message)
-    return (aborted.group(1) if aborted else run_folder.reason(error)).strip().rstrip(':')
+    return (aborted.group(1) if aborted else errors.reason(error)).strip().rstrip(':')
 
 
 # ---------------------------------------------------------------------------

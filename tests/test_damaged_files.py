@@ -12,7 +12,7 @@ import tensorflow as tf
 from conftest import as_flags, assert_user_error, folder_contents, run_main, tiny_config
 
 import cifar_input
-from resnet_cifar import evaluation, ownership, run_config, run_folder, training
+from resnet_cifar import errors, evaluation, ownership, run_config, run_folder, training
 from resnet_cifar.errors import UserError
 
 
@@ -157,7 +157,7 @@ def test_tensorflows_function_node_decorations_stay_out_of_messages():
     with pytest.raises(tf.errors.OpError) as error:
         tf.io.read_file('/nonexistent/file')
     assert '{{function_node' in error.value.message
-    assert run_folder.reason(error.value) == '/nonexistent/file; No such file or directory'
+    assert errors.reason(error.value) == '/nonexistent/file; No such file or directory'
 
 
 def test_a_folder_without_checkpoints_is_said_in_words_not_flags(tmp_path):

@@ -13,7 +13,17 @@ import pytest
 import tensorflow as tf
 from conftest import as_flags, checkpoint_steps, folder_contents, tiny_config
 
-from resnet_cifar import evaluation, hparams_schema, restore, run_folder, trained_model, training
+from resnet_cifar import (
+    checkpoint_index,
+    errors,
+    evaluation,
+    hparams_schema,
+    json_files,
+    restore,
+    run_folder,
+    trained_model,
+    training,
+)
 from resnet_cifar.errors import UserError
 
 
@@ -80,14 +90,14 @@ def test_a_damaged_index_resumes_from_the_newest_checkpoint_on_disk(run, caplog,
     assert all(name.startswith('ckpt-1.') for name in rotated), 'only the oldest goes, to keep_checkpoints'
     assert all(after[name] == data for name, data in before.items() if name in after), 'nothing was overwritten'
     assert checkpoint_steps(run.log_root) == [2, 3, 4, 5, 6]
-    assert run_folder.checkpoints(run.log_root)[0].endswith('ckpt-6'), 'the index names the new checkpoints'
+    assert checkpoint_index.checkpoints(run.log_root)[0].endswith('ckpt-6'), 'the index names the new checkpoints'
 
 
 def test_predict_and_eval_read_the_checkpoints_on_disk_past_a_damaged_index(run):
     _empty(run.log_root)
     newest = os.path.join(run.log_root, 'ckpt-4')
-    assert run_folder.checkpoints(run.log_root) == [os.path.join(run.log_root, f'ckpt-{s}') for s in (4, 3, 2, 1)]
-    assert next(run_folder.watch(run.log_root, timeout=5)) == newest
+    assert checkpoint_index.checkpoints(run.log_root) == [os.path.join(run.log_root, f'ckpt-{s}') for s in (4, 3, 2, 1)]
+    assert next(checkpoint_index.watch(run.log_root, timeout=5)) == newest
     model, config = trained_model.load(run.log_root)
     assert config.hparams == run.hparams
 
@@ -220,12 +230,12 @@ def test_train_and_eval_owns_its_eval_folder_from_the_start_even_when_it_is_log_
 def test_train_and_eval_claims_eval_at_once_and_goes_on_when_an_eval_fails(run, monkeypatch, caplog):
     """eval/ is claimed before the first step, so an eval watcher started beside it is the one
     refused; an eval that cannot write its report warns, and the checkpoints go on."""
-    write_json, save = run_folder.write_json, tf.train.CheckpointManager.save
+    write_json, save = json_files.write_json, tf.train.CheckpointManager.save
     claimed = []
 
     def full_disk_for_metrics(path, values, newest=None):
         if path.endswith('metrics.json'):
-            raise run_folder.write_failed(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), newest)
+            raise errors.write_failed(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), newest)
         return write_json(path, values, newest)
 
     def save_and_look(self, checkpoint_number=None, **kwargs):

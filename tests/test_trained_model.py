@@ -12,7 +12,7 @@ from PIL import Image
 
 import cifar_input
 import resnet_model
-from resnet_cifar import datasets, recipe, run_folder, trained_model, training
+from resnet_cifar import checkpoint_index, datasets, recipe, trained_model, training
 from resnet_cifar.errors import UserError
 
 
@@ -33,7 +33,7 @@ def run(subset, tmp_path_factory):
 
 def _probabilities_from_checkpoint(log_root, images):
     path = os.path.join(log_root, 'ckpt-30')
-    model = resnet_model.ResNet(run_folder.checkpoint_config(path).hparams).build_model()
+    model = resnet_model.ResNet(checkpoint_index.checkpoint_config(path).hparams).build_model()
     tf.train.Checkpoint(model=model).restore(path).expect_partial()
     return tf.nn.softmax(model(cifar_input.standardize(tf.constant(images)), training=False)).numpy()
 
