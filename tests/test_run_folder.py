@@ -242,7 +242,7 @@ def test_train_and_eval_claims_eval_at_once_and_goes_on_when_an_eval_fails(run, 
         claimed.append(os.path.exists(os.path.join(run.eval_folder, 'owner.json')))
         return save(self, checkpoint_number=checkpoint_number, **kwargs)
 
-    monkeypatch.setattr(run_folder, 'write_json', full_disk_for_metrics)
+    monkeypatch.setattr(json_files, 'write_json', full_disk_for_metrics)
     monkeypatch.setattr(tf.train.CheckpointManager, 'save', save_and_look)
     config = dataclasses.replace(_extended(run, 6), eval_every_steps=1)
     assert training.train(config, evaluate=True).step == 6
