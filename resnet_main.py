@@ -4,10 +4,10 @@
     python resnet_main.py --mode=eval --log_root=runs/r32 --eval_once
     python resnet_main.py --mode=predict --log_root=runs/r32 --images=cat.png
 
-Installed with pip, the `resnet-cifar` command takes the same flags. A run lives in --log_root,
-which every mode needs: hparams.json (what the run is), checkpoints ckpt-STEP, train/ and eval/
-summaries and eval/metrics.json. Training again resumes the run; eval, predict and export read
-what they need from hparams.json, so the training flags are never repeated.
+Installed with pip, the `resnet-cifar` command (or `python -m resnet_cifar`) takes the same flags.
+A run lives in --log_root, which every mode needs: hparams.json (what the run is), checkpoints
+ckpt-STEP, train/ and eval/ summaries and eval/metrics.json. Training again resumes the run; eval,
+predict and export read what they need from hparams.json, so the training flags are never repeated.
 """
 
 # For developers: this file reads the flags (defined without TensorFlow, so --help is instant),
@@ -17,12 +17,16 @@ what they need from hparams.json, so the training flags are never repeated.
 # configuration (or a checkpoint) and a strategy, and can be called from Python.
 
 import dataclasses
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from resnet_cifar import choices, datasets, errors, run_config, startup
 from resnet_cifar.hparams_check import make_hparams
+
+# The command the user runs, as --help shows it: `resnet-cifar` when resnet_cifar/__main__.py runs
+# this file (it sets PROGRAM), else this file.
+PROGRAM = globals().get('PROGRAM', 'python resnet_main.py')
+__doc__ = __doc__.replace('python resnet_main.py', PROGRAM)
 
 # The original's flags, same names and meaning.
 flags.DEFINE_enum('dataset', 'cifar10', list(datasets.DATASETS), 'cifar10 or cifar100.')
@@ -124,13 +128,16 @@ OPTIONS = (
 
 
 def hparams_overrides():
-    """--hparams_override, with --train_steps on top; an unknown key or a value of the wrong type is
-    refused here (the ranges depend on the run's preset: build_config checks them)."""
+    """--hparams_override with --train_steps, and the flag each key came from (for errors); an unknown
+    key or a value of the wrong type is refused here (the ranges depend on the run's preset:
+    build_config checks them)."""
     overrides = run_config.parse_overrides(FLAGS.hparams_override)
-    if FLAGS.train_steps is not None:
-        overrides['train_steps'] = FLAGS.train_steps
     make_hparams(overrides, source='hparams_override', ranges=False)
-    return overrides
+    if FLAGS.train_steps is None:
+        return overrides, {}
+    if 'train_steps' in overrides:
+        raise errors.UserError('also given in --hparams_override; give train_steps once', 'train_steps')
+    return {**overrides, 'train_steps': FLAGS.train_steps}, {'train_steps': 'train_steps'}
 
 
 def check_before_start():
@@ -155,7 +162,8 @@ def build_config():
     dataset = FLAGS.dataset if given('dataset') else saved.dataset
     # A preset (name or file) asked for, else the saved run's: its name and its hparams.
     preset, base = (FLAGS.hparams, FLAGS.hparams) if given('hparams') else (saved.preset, saved.hparams)
-    hps = run_config.build_hparams(base, hparams_overrides(), dataset)
+    overrides, sources = hparams_overrides()
+    hps = run_config.build_hparams(base, overrides, dataset, sources)
 
     data_settings = [field.name for field in dataclasses.fields(run_config.DataSettings)]
     data = {name: getattr(FLAGS, name) if given(name) else getattr(saved.data, name) for name in data_settings}
@@ -183,7 +191,7 @@ def flag_name(key):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+        raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
     check_before_start()
     startup.setup(FLAGS.num_gpus, FLAGS.deterministic, FLAGS.dtype)
     from resnet_cifar import devices, evaluation, machine, trained_model, training, worker_faults  # TF is set up
@@ -214,11 +222,7 @@ def run():
     """The command line: the flags parsed (--log_root required), then main() with a mistake as one
     line naming the flag and exit code 2, a stop by SIGINT or SIGTERM as 128 + its number."""
     flags.mark_flag_as_required('log_root')
-    try:
-        app.run(errors.exit_on_error(main, name=flag_name))
-    except SystemExit as e:  # absl ends --help with exit code 1; asking for help is no failure
-        help_asked = any(arg in ('-h', '-?', '--help', '--helpshort', '--helpfull') for arg in sys.argv[1:])
-        sys.exit(0 if help_asked and e.code == 1 else e.code)
+    errors.run_program(main, name=flag_name)
 
 
 if __name__ == '__main__':

@@ -6,11 +6,12 @@ Python caller and a command-line user each read the names they typed.
 """
 
 import functools
+import os
 import re
 import signal
 import sys
 
-from absl import logging
+from absl import app, flags, logging
 
 
 class UserError(ValueError):
@@ -93,3 +94,55 @@ def exit_on_error(main, flag_values=None, name=None, stop_hint=''):
                 signal.signal(sig, handler)
 
     return wrapped
+
+
+HELP_FLAGS = ('-h', '-?', '--help', '--helpshort', '--helpfull')
+
+
+def flag_error_line(error):
+    """absl's message for a flag it refused, as this project words a mistake: the flag first."""
+    text = str(error)
+    match = re.fullmatch(r'flag (--[\w-]+)=(.*?): (.*)', text, re.S)
+    if not match:
+        return text.replace("Unknown command line flag '", "unknown flag '--")
+    name, value, problem = match.groups()
+    problem = re.sub(r'^Flag --[\w-]+ must have a value other than None\.', 'required: give it a value', problem)
+    choices = re.fullmatch(r'value should be one of <(.*)>', problem)
+    if choices:
+        problem = f'expected one of {", ".join(choices.group(1).split("|"))}, got {value!r}'
+    return f'{name}: {problem}'
+
+
+def _parse_flags(argv):
+    """absl's flag parsing, a refused flag being one line and exit code 2 as every other mistake."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(flag_error_line(e))
+
+
+def _end_at_once(code):
+    """From here, SIGINT or SIGTERM ends the process at once with `code`: the program's work is done,
+    and a stop while Python shuts down (its atexit callbacks) must not print a traceback."""
+
+    def end(signum, frame):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, end)
+
+
+def run_program(main, name=None, stop_hint=''):
+    """A program's `app.run(main)`, as every program of the project ends: exit_on_error(main, FLAGS,
+    name, stop_hint); a refused flag in one line with exit code 2; --help with exit code 0; and a
+    stop that comes after main has returned ends the process quietly with main's exit code."""
+    try:
+        app.run(exit_on_error(main, flags.FLAGS, name, stop_hint), flags_parser=_parse_flags)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        if code == 1 and any(arg in HELP_FLAGS for arg in sys.argv[1:]):  # absl ends --help with 1
+            code = 0
+        _end_at_once(code)
+        sys.exit(code)

@@ -3,6 +3,7 @@
 checked, a refusal naming the key. Pure Python, so a mistake is refused before TensorFlow starts."""
 
 import collections
+import math
 
 from resnet_cifar.errors import UserError
 
@@ -94,10 +95,23 @@ DEFAULT_HPARAMS = HParams(
 )
 
 MAX_STEPS = 2**31 - 1  # far more steps than any run takes: a larger train_steps is a typo
+# Bounds far above any network of the presets (wrn_28_10's widths, resnet1001's units, fast's batch):
+# a larger value is a typo, and would make a network or a checkpoint no machine holds.
+MAX_BATCH = 2**16
+MAX_UNITS = 1000
+MAX_WIDTH = 4096
+MAX_BOUNDARIES = 100
 
 
 class HParamsError(UserError):
-    """A preset, override or value the user gave is not usable; the message says which."""
+    """A preset, override or value the user gave is not usable; the message says which. From a
+    rule of one hparam: `hparam` is its key, `problem` what is wrong with its value, and `related`
+    the other hparams the rule depends on (warmup_steps' on train_steps), which a user may have
+    changed instead."""
+
+    def __init__(self, message, key=None, mentions=(), hparam=None, problem=None, related=()):
+        super().__init__(message, key, mentions)
+        self.hparam, self.problem, self.related = hparam, problem, tuple(related)
 
 
 def make_hparams(values, source=None, ranges=True):
@@ -116,7 +130,17 @@ def make_hparams(values, source=None, ranges=True):
     except HParamsError as e:
         if source is None:
             raise
-        raise HParamsError(e.message.removeprefix('hparam '), key=source) from None
+        raise HParamsError(
+            e.message.removeprefix('hparam '), source, hparam=e.hparam, problem=e.problem, related=e.related
+        ) from None
+
+
+def short(value):
+    """A value as a message quotes it: a long list as its start and its length."""
+    text = repr(value)
+    if len(text) <= 80:
+        return text
+    return f'{text[:60]}... ({len(value)} items)' if isinstance(value, list) else f'{text[:60]}...'
 
 
 def _coerce(key, value, default):
@@ -126,58 +150,69 @@ def _coerce(key, value, default):
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
     elif isinstance(default, list):
         ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     else:
         ok = isinstance(value, str)
     if not ok:
-        expected = {bool: 'true or false', int: 'an integer', float: 'a number', list: 'a list of integers'}
-        raise HParamsError(f'hparam {key}: expected {expected.get(type(default), "a string")}, got {value!r}')
+        expected = {bool: 'true or false', int: 'an integer', float: 'a finite number', list: 'a list of integers'}
+        _refuse(key, f'expected {expected.get(type(default), "a string")}, got {short(value)}')
     return value
 
 
-def _check(condition, key, expected, value):
+def _refuse(key, problem, related=()):
+    raise HParamsError(f'hparam {key}: {problem}', hparam=key, problem=problem, related=related)
+
+
+def _check(condition, key, expected, value, related=()):
+    """A rule of hparam `key`; `related`: the other hparams it depends on."""
     if not condition:
-        raise HParamsError(f'hparam {key}: expected {expected}, got {value!r}')
+        _refuse(key, f'expected {expected}, got {short(value)}', related)
 
 
 def validate(hps):
     """Rejects values no run could use, naming the key; returns `hps`."""
-    _check(hps.batch_size > 0, 'batch_size', 'a positive integer', hps.batch_size)
+    _check(0 < hps.batch_size <= MAX_BATCH, 'batch_size', f'a positive integer up to {MAX_BATCH}', hps.batch_size)
     _check(hps.num_classes > 1, 'num_classes', 'at least 2', hps.num_classes)
     _check(hps.lrn_rate > 0, 'lrn_rate', 'a positive number', hps.lrn_rate)
     lr_range = f'between 0 and lrn_rate ({hps.lrn_rate})'
-    _check(0 <= hps.min_lrn_rate <= hps.lrn_rate, 'min_lrn_rate', lr_range, hps.min_lrn_rate)
-    _check(hps.num_residual_units > 0, 'num_residual_units', 'a positive integer', hps.num_residual_units)
+    _check(0 <= hps.min_lrn_rate <= hps.lrn_rate, 'min_lrn_rate', lr_range, hps.min_lrn_rate, ['lrn_rate'])
+    units = f'a positive integer up to {MAX_UNITS}'
+    _check(0 < hps.num_residual_units <= MAX_UNITS, 'num_residual_units', units, hps.num_residual_units)
     _check(hps.weight_decay_rate >= 0, 'weight_decay_rate', 'a number >= 0', hps.weight_decay_rate)
     _check(0 <= hps.relu_leakiness < 1, 'relu_leakiness', 'a number in [0, 1)', hps.relu_leakiness)
     _check(hps.optimizer in ('mom', 'sgd', 'nesterov'), 'optimizer', "'mom', 'sgd' or 'nesterov'", hps.optimizer)
-    _check(len(hps.filters) == 4 and all(f > 0 for f in hps.filters), 'filters', 'four positive widths', hps.filters)
+    widths = f'four widths from 1 to {MAX_WIDTH}'
+    _check(len(hps.filters) == 4 and all(0 < f <= MAX_WIDTH for f in hps.filters), 'filters', widths, hps.filters)
     if hps.use_bottleneck:
         _check(
             all(f % 4 == 0 for f in hps.filters[1:]),
             'filters',
             'stage widths divisible by 4 for bottleneck units',
             hps.filters,
+            ['use_bottleneck'],
         )
     boundaries = hps.lr_boundaries
     _check(
-        all(b > 0 for b in boundaries) and all(a < b for a, b in zip(boundaries, boundaries[1:], strict=False)),
+        len(boundaries) <= MAX_BOUNDARIES
+        and all(0 < b <= MAX_STEPS for b in boundaries)
+        and all(a < b for a, b in zip(boundaries, boundaries[1:], strict=False)),
         'lr_boundaries',
-        'strictly increasing positive steps',
+        f'up to {MAX_BOUNDARIES} strictly increasing positive steps',
         boundaries,
     )
     _check(0 < hps.train_steps <= MAX_STEPS, 'train_steps', f'a positive integer up to {MAX_STEPS}', hps.train_steps)
     _check(0 <= hps.momentum < 1, 'momentum', 'a number in [0, 1)', hps.momentum)
     _check(0 < hps.bn_decay < 1, 'bn_decay', 'a number in (0, 1)', hps.bn_decay)
     _check(hps.bn_epsilon > 0, 'bn_epsilon', 'a positive number', hps.bn_epsilon)
-    _check(hps.warmup_steps >= 0, 'warmup_steps', 'an integer >= 0', hps.warmup_steps)
+    _check(0 <= hps.warmup_steps <= MAX_STEPS, 'warmup_steps', f'an integer from 0 to {MAX_STEPS}', hps.warmup_steps)
     schedules = ('piecewise', 'cosine', 'triangular')
     _check(hps.lr_schedule in schedules, 'lr_schedule', "'piecewise', 'cosine' or 'triangular'", hps.lr_schedule)
     if hps.lr_schedule in ('cosine', 'triangular'):
-        _check(hps.warmup_steps < hps.train_steps, 'warmup_steps', 'fewer than train_steps', hps.warmup_steps)
+        fewer = f'fewer than train_steps ({hps.train_steps}) with lr_schedule {hps.lr_schedule}'
+        _check(hps.warmup_steps < hps.train_steps, 'warmup_steps', fewer, hps.warmup_steps, ['train_steps'])
     _check(0 <= hps.label_smoothing < 1, 'label_smoothing', 'a number in [0, 1)', hps.label_smoothing)
     _check(0 <= hps.ema_decay < 1, 'ema_decay', 'a number in [0, 1); 0 turns it off', hps.ema_decay)
     _check(0 <= hps.cutout < 32, 'cutout', 'a side in pixels in [0, 32); 0 turns it off', hps.cutout)
@@ -192,17 +227,20 @@ def _validate_fast(hps):
     """The speed-run switches' rules (docs/fast.md)."""
     _check(hps.network in ('resnet', 'airbench'), 'network', "'resnet' or 'airbench'", hps.network)
     if hps.network == 'airbench':
-        _check(not hps.use_bottleneck, 'use_bottleneck', "false for network 'airbench'", hps.use_bottleneck)
-        _check(hps.num_residual_units == 1, 'num_residual_units', "1 for network 'airbench'", hps.num_residual_units)
+        bottleneck, units = "false for network 'airbench'", "1 for network 'airbench'"
+        _check(not hps.use_bottleneck, 'use_bottleneck', bottleneck, hps.use_bottleneck, ['network'])
+        _check(hps.num_residual_units == 1, 'num_residual_units', units, hps.num_residual_units, ['network'])
         if hps.whiten:
             stem = f'a stem width of {WHITEN_WIDTH} with whiten'
-            _check(hps.filters[0] == WHITEN_WIDTH, 'filters', stem, hps.filters)
-    steps = 'an integer >= 0; 0: it trains throughout'
-    _check(hps.whiten_bias_steps >= 0, 'whiten_bias_steps', steps, hps.whiten_bias_steps)
+            _check(hps.filters[0] == WHITEN_WIDTH, 'filters', stem, hps.filters, ['whiten', 'network'])
+    steps = f'an integer from 0 to {MAX_STEPS}; 0: it trains throughout'
+    _check(0 <= hps.whiten_bias_steps <= MAX_STEPS, 'whiten_bias_steps', steps, hps.whiten_bias_steps)
     _check(hps.bn_bias_lr > 0, 'bn_bias_lr', 'a positive number; 1: the same rate as the others', hps.bn_bias_lr)
     _check(0 <= hps.warmup_from < 1, 'warmup_from', 'a fraction of lrn_rate in [0, 1)', hps.warmup_from)
-    _check(hps.lookahead_every >= 0, 'lookahead_every', 'an integer >= 0; 0 turns it off', hps.lookahead_every)
-    _check(hps.lookahead_start >= 0, 'lookahead_start', 'a step >= 0', hps.lookahead_start)
+    every = f'an integer from 0 to {MAX_STEPS}; 0 turns it off'
+    _check(0 <= hps.lookahead_every <= MAX_STEPS, 'lookahead_every', every, hps.lookahead_every)
+    start = f'a step from 0 to {MAX_STEPS}'
+    _check(0 <= hps.lookahead_start <= MAX_STEPS, 'lookahead_start', start, hps.lookahead_start)
     _check(0 <= hps.lookahead_decay < 1, 'lookahead_decay', 'a number in [0, 1)', hps.lookahead_decay)
     _check(0 <= hps.translate <= 16, 'translate', 'pixels in [0, 16]', hps.translate)
     _check(hps.logit_scale > 0, 'logit_scale', 'a positive number; 1: unchanged', hps.logit_scale)

@@ -185,6 +185,8 @@ def parse_overrides(text):
                 key, sep, value = item.partition('=')
                 if not sep or not key.strip():
                     raise HParamsError(f'expected key=value, got {item.strip()!r}', 'hparams_override')
+                if key.strip() in overrides:
+                    raise HParamsError(f'{key.strip()} is given twice; give each key once', 'hparams_override')
                 overrides[key.strip()] = _parse_value(value)
             item = ''
         else:
@@ -194,14 +196,48 @@ def parse_overrides(text):
     return overrides
 
 
-def build_hparams(preset='resnet32', overrides=None, dataset='cifar10'):
+def build_hparams(preset='resnet32', overrides=None, dataset='cifar10', sources=None):
     """The HParams of a run: `preset` (a preset's name, a JSON file, or HParams already read, such as
     a saved run's) with `overrides` on top (a dict, or hparams_override's `key=value,...` text);
-    num_classes follows `dataset`. The one assembly the command line, new_run and the scripts use."""
+    num_classes follows `dataset`. The one assembly the command line, new_run and the scripts use.
+
+    A value refused is blamed on the setting the user gave: `sources` maps an override's key to
+    the setting it came from (default hparams_override; the command line's train_steps: the flag).
+    When the preset's value breaks a rule with an override (fast's warmup_steps with a smaller
+    train_steps), the message names the override and says which preset key must change with it."""
     hps = load_preset(preset) if isinstance(preset, str) else preset
     overrides = parse_overrides(overrides) if isinstance(overrides, str) else dict(overrides or {})
     values = {**hps._asdict(), **overrides, 'num_classes': num_classes_of(dataset, overrides.get('num_classes'))}
-    return make_hparams(values, source='hparams_override')
+    try:
+        return make_hparams(values)
+    except HParamsError as e:
+        origin = f'preset {preset}' if isinstance(preset, str) else 'the run'
+        raise _blamed(e, overrides, dict(sources or {}), origin) from None
+
+
+def _blamed(error, overrides, sources, origin):
+    """`error` (a rule of one hparam broken) worded for the setting the user gave (see build_hparams)."""
+
+    def source(key):
+        return sources.get(key, 'hparams_override')
+
+    def named(key, text):  # 'train_steps: ...' under hparams_override; the text alone under its own flag
+        return text if source(key) == key else f'{key}: {text}'
+
+    if error.hparam is None or error.hparam in overrides:
+        return HParamsError(named(error.hparam, error.problem) if error.hparam else error.message, source(error.hparam))
+    given = [key for key in error.related if key in overrides]
+    if not given:
+        return HParamsError(error.message.removeprefix('hparam '), 'hparams_override')
+    hparam, key = error.hparam, given[0]
+    return HParamsError(
+        named(
+            key,
+            f"{origin}'s {hparam}: {error.problem}; give {hparam} too: hparams_override={hparam}=VALUE",
+        ),
+        source(key),
+        mentions=['hparams_override'],
+    )
 
 
 def num_classes_of(dataset, asked=None):

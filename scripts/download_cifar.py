@@ -11,10 +11,10 @@ import os
 import socket
 import urllib.parse
 
-from absl import app, flags
+from absl import flags
 
 from resnet_cifar import datasets, startup
-from resnet_cifar.errors import UserError, exit_on_error
+from resnet_cifar.errors import UserError, run_program
 
 flags.DEFINE_enum('dataset', 'cifar10', list(datasets.DATASETS), 'Which archive.')
 flags.DEFINE_string('data_dir', 'data', 'Where the unpacked folder goes.')
@@ -60,4 +60,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(exit_on_error(main, FLAGS))
+    run_program(main)

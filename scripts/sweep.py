@@ -17,7 +17,7 @@ command again (or with more values or seeds) resumes and extends the sweep.
 import shlex
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from resnet_cifar import choices, datasets, errors, startup
 from resnet_cifar.errors import UserError
@@ -65,7 +65,7 @@ def make_engine():
 def main(argv):
     """Reads the flags and runs the sweep; exit code 1 when some trial failed."""
     if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+        raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
     startup.setup(dtype=FLAGS.dtype)
     from resnet_cifar import sweep, sweep_plan, sweep_results  # they import TensorFlow: after its start-up
 
@@ -91,4 +91,4 @@ def main(argv):
 
 if __name__ == '__main__':
     define_flags()
-    app.run(errors.exit_on_error(main, FLAGS, stop_hint='; run the same command to resume'))
+    errors.run_program(main, stop_hint='; run the same command to resume')
