@@ -21,7 +21,7 @@ import dataclasses
 from absl import flags, logging
 
 from resnet_cifar import choices, datasets, errors, run_config, startup
-from resnet_cifar.hparams_check import make_hparams
+from resnet_cifar.hparams_check import MAX_BATCH, MAX_STEPS, make_hparams
 
 # The command the user runs, as --help shows it: `resnet-cifar` when resnet_cifar/__main__.py runs
 # this file (it sets PROGRAM), else this file.
@@ -38,7 +38,11 @@ flags.DEFINE_string('train_dir', None, 'Training summaries (default LOG_ROOT/tra
 flags.DEFINE_string('eval_dir', None, 'Eval summaries and metrics.json (default LOG_ROOT/eval).')
 flags.DEFINE_bool('eval_once', False, 'Evaluate the newest checkpoint once, then exit.')
 flags.DEFINE_integer(
-    'num_gpus', None, 'GPUs to use. Default: every visible one; 0: the CPU; several: MirroredStrategy.', lower_bound=0
+    'num_gpus',
+    None,
+    'GPUs to use. Default: every visible one; 0: the CPU; several: MirroredStrategy.',
+    lower_bound=0,
+    upper_bound=4096,
 )
 # Added.
 flags.DEFINE_string(
@@ -49,21 +53,53 @@ flags.DEFINE_string(
 )
 flags.DEFINE_enum('data_source', 'binary', list(choices.DATA_SOURCES), 'Where images come from.')
 flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory (with --data_source=tfds).')
-flags.DEFINE_integer('validation_size', 0, 'Hold out the last N training images as a validation split.', lower_bound=0)
+flags.DEFINE_integer(
+    'validation_size',
+    0,
+    'Hold out the last N training images as a validation split.',
+    lower_bound=0,
+    upper_bound=MAX_STEPS,
+)
 flags.DEFINE_enum('eval_split', 'test', list(choices.EVAL_SPLITS), 'What eval measures.')
 flags.DEFINE_string('hparams', 'resnet32', f'A preset ({", ".join(choices.preset_names())}) or a JSON file.')
 flags.DEFINE_string(
     'hparams_override', '', 'Comma-separated key=value, lists in brackets: train_steps=960,lr_boundaries=[480,720].'
 )
 flags.DEFINE_integer('train_steps', None, 'Stop training at this step (overrides the preset).', lower_bound=1)
-flags.DEFINE_integer('checkpoint_every_steps', 1000, 'Save a checkpoint every N steps (and at the end).', lower_bound=1)
-flags.DEFINE_integer('keep_checkpoints', 5, 'How many of the newest checkpoints to keep.', lower_bound=1)
-flags.DEFINE_integer('summary_every_steps', 100, 'Log and write training summaries every N steps.', lower_bound=1)
-flags.DEFINE_integer('eval_every_steps', 1000, 'With --mode=train_and_eval: evaluate every N steps.', lower_bound=1)
 flags.DEFINE_integer(
-    'eval_batch_size', 100, 'Eval batch size (any size; the last batch may be partial).', lower_bound=1
+    'checkpoint_every_steps',
+    1000,
+    'Save a checkpoint every N steps (and at the end).',
+    lower_bound=1,
+    upper_bound=MAX_STEPS,
 )
-flags.DEFINE_integer('eval_timeout_secs', 600, 'Eval gives up after this long without a new checkpoint.', lower_bound=0)
+flags.DEFINE_integer(
+    'keep_checkpoints', 5, 'How many of the newest checkpoints to keep.', lower_bound=1, upper_bound=10000
+)
+flags.DEFINE_integer(
+    'summary_every_steps', 100, 'Log and write training summaries every N steps.', lower_bound=1, upper_bound=MAX_STEPS
+)
+flags.DEFINE_integer(
+    'eval_every_steps',
+    1000,
+    'With --mode=train_and_eval: evaluate every N steps.',
+    lower_bound=1,
+    upper_bound=MAX_STEPS,
+)
+flags.DEFINE_integer(
+    'eval_batch_size',
+    100,
+    'Eval batch size (any size; the last batch may be partial).',
+    lower_bound=1,
+    upper_bound=MAX_BATCH,
+)
+flags.DEFINE_integer(
+    'eval_timeout_secs',
+    600,
+    'Eval gives up after this long without a new checkpoint.',
+    lower_bound=0,
+    upper_bound=MAX_STEPS,
+)
 flags.DEFINE_integer('seed', 0, 'Seed of weight initialization, data order and augmentation.')
 flags.DEFINE_bool(
     'deterministic',
@@ -73,7 +109,16 @@ flags.DEFINE_bool(
 
 # Using a trained model.
 flags.DEFINE_list('images', [], 'With --mode=predict: image files (PNG, JPEG, ...) and/or binary batch files (.bin).')
-flags.DEFINE_integer('top_k', 3, 'With --mode=predict: how many classes to print per image.', lower_bound=1)
+flags.DEFINE_integer(
+    'top_k', 3, 'With --mode=predict: how many classes to print per image.', lower_bound=1, upper_bound=100
+)
+flags.DEFINE_integer(
+    'max_images',
+    None,
+    'With --mode=predict: print the first N images only (the precision is still over all).',
+    lower_bound=0,
+    upper_bound=MAX_STEPS,
+)
 flags.DEFINE_string('checkpoint', None, 'With --mode=predict or export: this checkpoint instead of the newest.')
 flags.DEFINE_string('export_dir', None, 'With --mode=export: a new folder for the exported model.')
 flags.DEFINE_enum(
@@ -95,6 +140,7 @@ flags.DEFINE_integer(
     600,
     'With --distribution_strategy=multi_worker_mirrored: give up when the other workers have not all started by then.',
     lower_bound=1,
+    upper_bound=MAX_STEPS,
 )
 flags.DEFINE_bool('sync_batch_norm', False, 'Batch-norm statistics over the global batch, across replicas.')
 flags.DEFINE_enum(
@@ -171,7 +217,7 @@ def build_config():
         data.update({name: getattr(FLAGS, name) for name in DATA_PATHS})
     data = run_config.data_settings(dataset, FLAGS.data_dir, **data)
     options = {name: getattr(FLAGS, name) for name in OPTIONS}
-    config = run_config.RunConfig(FLAGS.log_root, dataset, preset, hps, data, **options)
+    config = run_config.RunConfig(FLAGS.log_root, dataset, preset, hps, data, FLAGS.dtype, **options)
     if saved is not None and saved.network() != config.network():
         raise run_folder.RunError(
             f'{FLAGS.log_root} holds a run of {saved.describe()}; the flags ask for {config.describe()}. '
@@ -198,7 +244,7 @@ def main(argv):
 
     if FLAGS.mode == 'predict':
         predictions = trained_model.predict(FLAGS.images, FLAGS.log_root, FLAGS.checkpoint, FLAGS.eval_batch_size)
-        print('\n'.join(trained_model.describe(predictions, FLAGS.top_k)))
+        print('\n'.join(trained_model.describe(predictions, FLAGS.top_k, FLAGS.max_images)))
         return 0
     if FLAGS.mode == 'export':
         config = trained_model.export(FLAGS.export_dir, FLAGS.log_root, FLAGS.checkpoint, FLAGS.export_format)

@@ -50,6 +50,14 @@ def _raise_stopped(signum, frame):
     raise Stopped(signal.Signals(signum).name)
 
 
+def reason(error):
+    """The first line of an OSError's or a TensorFlow OpError's message, without TensorFlow's
+    `{{function_node ...}}` decorations."""
+    text = getattr(error, 'strerror', None) or getattr(error, 'message', None) or str(error)
+    text = re.sub(r'\{\{function_node [^{}]*\}\}|\[Op:\w+\]( name: \S*)?', '', text).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def flag_name(key, flag_values):
     """A setting as a program with `flag_values` (its absl FLAGS) names it: `--key` when it is one of
     its flags, else the key."""

@@ -3,6 +3,7 @@ metrics.json, history.csv), and the eval mode, which scores a run's checkpoints.
 its evals through the same EvalReporter."""
 
 import csv
+import io
 import os
 import time
 
@@ -72,8 +73,10 @@ def append_history(folder, metrics):
     row = {name: metrics.get(name) for name in HISTORY_FIELDS}
     row.update(precision=f'{metrics["precision"]:.6f}', loss=f'{metrics["loss"]:.6f}')
     row['time'] = time.strftime(TIME_FORMAT, time.gmtime())
+    is_new = not os.path.exists(path) or os.path.getsize(path) == 0
+    if not is_new:
+        read_history(folder)  # a damaged file is refused, not written to
     try:
-        is_new = not os.path.exists(path) or os.path.getsize(path) == 0
         with open(path, 'a', newline='') as f:
             writer = csv.DictWriter(f, HISTORY_FIELDS)
             if is_new:
@@ -90,12 +93,17 @@ def read_history(folder):
     way_out = 'fix that line, or move the file away (the next eval starts a new one)'
     try:
         with open(path, newline='') as f:
-            reader = csv.DictReader(f)
-            header, rows = reader.fieldnames, list(reader)
+            text = f.read()
+        reader = csv.DictReader(io.StringIO(text, newline=''))
+        header, rows = reader.fieldnames, list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise run_folder.RunError(f'{path}: cannot be read ({run_folder.reason(e)}); {way_out}') from None
+    if not text:  # made, and the process gone before its first row: no evals
+        return []
     if list(header or ()) != list(HISTORY_FIELDS):
         raise run_folder.RunError(f'{path}: line 1: expected the header {",".join(HISTORY_FIELDS)}; {way_out}')
+    if not text.endswith('\n'):  # every row is written whole, with its line end
+        raise run_folder.RunError(f'{path}: line {text.count(chr(10)) + 1}: cut short (no line end); {way_out}')
     return [_history_row(path, number, row, way_out) for number, row in enumerate(rows, start=2)]
 
 
@@ -104,6 +112,7 @@ def _history_row(path, number, row, way_out):
     try:
         values = {'step': int(row['step']), 'precision': float(row['precision']), 'loss': float(row['loss'])}
         sound = values['step'] >= 0 and 0 <= values['precision'] <= 1 and values['loss'] >= 0
+        time.strptime(row['time'], TIME_FORMAT)
     except (TypeError, ValueError):  # a missing column reads as None
         sound = False
     if not sound or None in row.values() or None in row:  # None: csv.DictReader's mark of a short or long row
@@ -144,6 +153,8 @@ class EvalReporter:
         self.eval_dir = report_dir(config) if devices.is_chief(strategy) else None
         self.writer = self.owner = None
         self.best_precision = read_best_precision(report_dir(config))
+        if os.path.exists(os.path.join(report_dir(config), HISTORY)):
+            read_history(report_dir(config))  # checked now: a damaged one is refused before any work
 
     def __enter__(self):
         return self

@@ -13,11 +13,11 @@ import dataclasses
 import json
 import os
 
-from resnet_cifar import json_files
-from resnet_cifar.choices import DATA_SOURCES, EVAL_SPLITS, PRESETS_DIR, is_preset_file, preset_names
+from resnet_cifar import json_files, startup
+from resnet_cifar.choices import DATA_SOURCES, DTYPE_POLICIES, EVAL_SPLITS, PRESETS_DIR, is_preset_file, preset_names
 from resnet_cifar.datasets import CLASS_NAMES, DATASETS, data_patterns
 from resnet_cifar.errors import UserError
-from resnet_cifar.hparams_check import DEFAULT_HPARAMS, HParams, HParamsError, make_hparams
+from resnet_cifar.hparams_check import DEFAULT_HPARAMS, MAX_BATCH, MAX_STEPS, HParams, HParamsError, make_hparams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,8 @@ class RunConfig:
     preset: str = 'resnet32'  # the name the hparams came from, for logs and messages
     hparams: HParams = DEFAULT_HPARAMS
     data: DataSettings = DataSettings()
+    # The compute dtype it trains in (default: setup()'s); None: unknown, in a run of an earlier version.
+    dtype: str | None = dataclasses.field(default_factory=startup.current_dtype)
     # This invocation's options; not saved with the run.
     train_dir: str | None = None  # training summaries; None: LOG_ROOT/train
     eval_dir: str | None = None  # eval summaries and metrics.json; None: LOG_ROOT/eval
@@ -74,11 +76,14 @@ class RunConfig:
 
     def __post_init__(self):
         num_classes_of(self.dataset, self.hparams.num_classes)
+        if self.dtype is not None and self.dtype not in DTYPE_POLICIES:
+            raise UserError(f'expected one of {", ".join(DTYPE_POLICIES)}, got {self.dtype!r}', 'dtype')
         if self.eval_split not in EVAL_SPLITS:
             raise UserError(f'expected test or validation, got {self.eval_split!r}', 'eval_split')
-        for name in ('checkpoint_every_steps', 'keep_checkpoints', 'summary_every_steps', 'eval_every_steps'):
-            if getattr(self, name) < 1:
-                raise UserError(f'expected a positive integer, got {getattr(self, name)!r}', name)
+        counts = {name: MAX_STEPS for name in ('checkpoint_every_steps', 'summary_every_steps', 'eval_every_steps')}
+        for name, most in {**counts, 'keep_checkpoints': MAX_STEPS, 'eval_batch_size': MAX_BATCH}.items():
+            if not _is_int(getattr(self, name)) or not 0 < getattr(self, name) <= most:
+                raise UserError(f'expected a positive integer up to {most}, got {getattr(self, name)!r}', name)
         object.__setattr__(self, 'train_dir', self.train_dir or os.path.join(self.log_root, 'train'))
         object.__setattr__(self, 'eval_dir', self.eval_dir or os.path.join(self.log_root, 'eval'))
 
@@ -100,12 +105,13 @@ class RunConfig:
 
     def to_json(self):
         """What the run is, as hparams.json and the checkpoints hold it."""
-        return {
+        saved = {
             'dataset': self.dataset,
             'preset': self.preset,
             'hparams': self.hparams._asdict(),
             'data': dataclasses.asdict(self.data),
         }
+        return saved if self.dtype is None else {**saved, 'dtype': self.dtype}
 
 
 def _architecture(hps):
@@ -124,6 +130,7 @@ def from_json(saved, log_root, source):
         preset=saved['preset'],
         hparams=make_hparams(saved['hparams'], source=source),
         data=DataSettings(**{k: v for k, v in saved['data'].items() if k in data_fields}),
+        dtype=saved.get('dtype'),
     )
 
 

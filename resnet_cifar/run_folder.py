@@ -18,7 +18,7 @@ from absl import logging
 
 from resnet_cifar import atomic_write, checkpoint_index, json_files, saved_config
 from resnet_cifar.checkpoint_index import CHECKPOINT_NAME, INDEX, on_disk, step_of
-from resnet_cifar.errors import UserError
+from resnet_cifar.errors import UserError, reason  # noqa: F401  (run_folder.reason: the project's name for it)
 
 RUN_CONFIG = 'hparams.json'
 # The data settings that decide which images are training images, and in which order.
@@ -32,14 +32,6 @@ class RunError(UserError):
 
 class WriteError(RunError):
     """A write into the run failed: a full disk, a quota, a read-only or vanished folder, an I/O error."""
-
-
-def reason(error):
-    """The first line of an OSError's or a TensorFlow OpError's message, without TensorFlow's
-    `{{function_node ...}}` decorations."""
-    text = getattr(error, 'strerror', None) or getattr(error, 'message', None) or str(error)
-    text = re.sub(r'\{\{function_node [^{}]*\}\}|\[Op:\w+\]( name: \S*)?', '', text).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def write_failed(path, error, newest=None):
@@ -127,8 +119,7 @@ def _newest_configured(log_root):
 def _flat(config):
     values = config.to_json()
     return {
-        'dataset': values['dataset'],
-        'preset': values['preset'],
+        **{key: values[key] for key in ('dataset', 'preset', 'dtype') if key in values},
         **{f'hparams.{key}': value for key, value in values['hparams'].items()},
         **{f'data.{key}': value for key, value in values['data'].items()},
     }
@@ -137,7 +128,7 @@ def _flat(config):
 def _check_agreement(path, config, checkpoint, checkpoint_config_, way_out):
     ours, theirs = _flat(config), _flat(checkpoint_config_)
     for key, value in ours.items():
-        if theirs[key] != value:
+        if key in theirs and theirs[key] != value:  # dtype: not in a checkpoint of an earlier version
             raise RunError(
                 f'{path}: {key} is {json.dumps(value)}, but {checkpoint}, the newest checkpoint, holds '
                 f'{json.dumps(theirs[key])}; {way_out}',
@@ -307,6 +298,7 @@ def resume_checkpoint(config, repair=True):
     if repair:
         checkpoint_index.remove_unfinished_saves(log_root)
     _check_same_training_images(path, config)
+    _check_same_dtype(path, config)
     return path
 
 
@@ -332,4 +324,17 @@ def _check_same_training_images(path, config):
             f'cannot resume: {path} was trained with {started}; resuming with {asked} would change which images '
             'are training images; drop that setting, or use another log_root',
             mentions=[*changed, 'log_root'],
+        )
+
+
+def _check_same_dtype(path, config):
+    """Refuses a resume in another compute dtype: a run's numbers come from one dtype, which its
+    folder records (a run of an earlier version recorded none, and resumes in any)."""
+    saved = checkpoint_config(path).dtype
+    if saved and config.dtype and saved != config.dtype:
+        raise RunError(
+            f'cannot resume in {config.dtype}: {path} was trained in {saved}; resume with dtype={saved} '
+            '(a run keeps one dtype), or start a new run in another log_root',
+            'dtype',
+            ['dtype', 'log_root'],
         )

@@ -16,6 +16,12 @@ import sys
 from absl import logging
 
 _set_by_setup = set()  # the environment variables setup() set, the user having set none of them
+_chosen = {'dtype': 'float32'}  # what setup() was last asked for
+
+
+def current_dtype():
+    """The compute dtype setup() chose ('float32' before it runs): the one a new run records."""
+    return _chosen['dtype']
 
 
 def _environment_defaults():
@@ -142,3 +148,4 @@ def setup(num_gpus=None, deterministic=False, dtype='float32'):
     from resnet_cifar import devices
 
     devices.configure_tensorflow(num_gpus, deterministic, dtype)
+    _chosen['dtype'] = dtype
