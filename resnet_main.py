@@ -17,6 +17,7 @@ predict and export read what they need from hparams.json, so the training flags 
 # configuration (or a checkpoint) and a strategy, and can be called from Python.
 
 import dataclasses
+import time
 
 from absl import flags, logging
 
@@ -238,9 +239,10 @@ def flag_name(key):
 def main(argv):
     if len(argv) > 1:
         raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+    started = time.time()
     check_before_start()
     startup.setup(FLAGS.num_gpus, FLAGS.deterministic, FLAGS.dtype)
-    from resnet_cifar import devices, evaluation, machine, trained_model, training, worker_faults  # TF is set up
+    from resnet_cifar import devices, evaluation, machine, run_summary, trained_model, training, worker_faults
 
     if FLAGS.mode == 'predict':
         predictions = trained_model.predict(FLAGS.images, FLAGS.log_root, FLAGS.checkpoint, FLAGS.eval_batch_size)
@@ -261,6 +263,9 @@ def main(argv):
         evaluation.evaluate_checkpoints(config, strategy)
         return 0
     result = training.train(config, strategy, evaluate=FLAGS.mode == 'train_and_eval')
+    if devices.is_chief(strategy):
+        for line in run_summary.lines(config, result.step, time.time() - started):
+            logging.info('%s', line)
     return errors.exit_code(result.stopped_by) if result.stopped_by else 0
 
 

@@ -99,6 +99,17 @@ class RunConfig:
         """What decides the variables: a checkpoint fits only a run whose network() is equal."""
         return self.dataset, _architecture(self.hparams)
 
+    def origin(self):
+        """Where the network comes from, as the start-up line names it: 'preset resnet32', with the
+        keys of the network that differ from the preset's ('preset resnet32 with num_residual_units=1')."""
+        try:
+            preset = load_preset(self.preset)._replace(num_classes=self.hparams.num_classes)
+        except UserError:  # a preset file gone since: the name alone
+            return f'preset {self.preset}'
+        ours, its = _architecture(self.hparams), _architecture(preset)
+        changed = ', '.join(f'{key}={json.dumps(value)}' for key, value in ours.items() if its[key] != value)
+        return f'preset {self.preset}' + (f' with {changed}' if changed else '')
+
     def describe(self):
         settings = ', '.join(f'{k}={json.dumps(v)}' for k, v in _architecture(self.hparams).items())
         return f'preset {self.preset} on {self.dataset} ({settings})'
