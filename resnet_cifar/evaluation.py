@@ -32,7 +32,8 @@ class SplitScorer:
     costs more than evaluating a small split.
     """
 
-    def __init__(self, hps, images, labels, batch_size, strategy, jit_compile=False):
+    def __init__(self, hps, images, labels, batch_size, strategy, jit_compile=False, label=''):
+        self.label = label  # starts its progress lines: what is scored, where several things are
         self.resnet = resnet_model.ResNet(hps)
         self.strategy = strategy
         self.jit_compile = devices.check_xla(jit_compile, strategy)
@@ -45,10 +46,10 @@ class SplitScorer:
         self.model = self.eval_step = None
 
     @classmethod
-    def of_split(cls, config, split, strategy):
+    def of_split(cls, config, split, strategy, label=''):
         """The scorer of the configuration's split ('test' or 'validation'), at its eval settings."""
         images, labels = run_config.load_split(config, split)
-        return cls(config.hparams, images, labels, config.eval_batch_size, strategy, config.jit_compile)
+        return cls(config.hparams, images, labels, config.eval_batch_size, strategy, config.jit_compile, label)
 
     def __call__(self, model):
         """{precision, loss, num_examples} of `model` on the split, and its confusion matrix."""
@@ -61,7 +62,7 @@ class SplitScorer:
             confusion += result['confusion'].numpy()
             loss_sum += float(result['loss_sum'])
             if time.time() - last_progress >= PROGRESS_EVERY_SECS:
-                logging.info('evaluated %d of %d images', confusion.sum(), self.size)
+                logging.info('%sevaluated %d of %d images', self.label, confusion.sum(), self.size)
                 last_progress = time.time()
         count = int(confusion.sum())
         return {'precision': np.trace(confusion) / count, 'loss': loss_sum / count, 'num_examples': count}, confusion
@@ -257,13 +258,13 @@ def _saved_step(path):
     return step, run_folder.checkpoint_config(path).hparams.train_steps
 
 
-def score_checkpoint(config, checkpoint, split='test', strategy=None):
+def score_checkpoint(config, checkpoint, split='test', strategy=None, label=''):
     """Precision, loss and number of examples of one checkpoint on a whole split, reported
     nowhere: for comparing checkpoints and settings (flip_tta) after training, as
-    scripts/sweep.py does."""
+    scripts/sweep.py does; `label` starts its progress lines."""
     problem = run_folder.checkpoint_problem(checkpoint, config)
     if problem:
         raise run_folder.RunError(problem, 'checkpoint')
     strategy = strategy or tf.distribute.get_strategy()
     model = restore.restore_model(checkpoint, config.hparams, strategy)
-    return SplitScorer.of_split(config, split, strategy)(model)[0]
+    return SplitScorer.of_split(config, split, strategy, label)(model)[0]

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 from conftest import ROOT, TINY_OVERRIDE
 
-from resnet_cifar import sweep, sweep_engines, sweep_plan, sweep_results
+from resnet_cifar import choices, sweep, sweep_engines, sweep_plan, sweep_results
 from resnet_cifar.errors import UserError
 from resnet_cifar.sweep_plan import SweepRecipe, Trial
 
@@ -238,7 +238,11 @@ def test_engines_refuse_what_they_cannot_do(monkeypatch):
     monkeypatch.setitem(sys.modules, 'ray', None)  # as where Ray is not installed
     with pytest.raises(UserError) as error:
         sweep_engines.RayEngine()
-    assert error.value.line() == "engine: Ray is not installed; install it with: pip install 'resnet-cifar[ray]'"
+    assert error.value.line() == f'engine: Ray is not installed; install it with: {choices.install_command("ray")}'
+    monkeypatch.chdir(ROOT)  # a checkout: installed editable, as README sets it up
+    assert choices.install_command('ray') == "pip install -e '.[ray]'"
+    monkeypatch.chdir(os.path.dirname(ROOT))
+    assert choices.install_command('ray') == f"pip install -e '{ROOT}[ray]'"
 
 
 def test_a_trial_whose_folder_the_driver_cannot_see_fails_in_one_line(subset, tmp_path):
