@@ -43,7 +43,9 @@ def define_flags():
     flags.DEFINE_string('milestones', '0.60,0.65', 'Test precisions whose steps and seconds to reach are reported.')
     flags.DEFINE_list('compare', [], 'Two or more sweep roots: print their results side by side, train nothing.')
     flags.DEFINE_enum('engine', 'local', ['local', 'ray'], 'local: processes on this machine; ray: Ray actors.')
-    flags.DEFINE_integer('parallel', 1, 'With --engine=local: how many trials train at a time.', lower_bound=1)
+    flags.DEFINE_integer(
+        'parallel', 1, 'With --engine=local: how many trials train at a time.', lower_bound=1, upper_bound=1024
+    )
     flags.DEFINE_string('ray_address', None, 'With --engine=ray: the cluster to join (default: start a local one).')
     flags.DEFINE_float('trial_cpus', 1, 'With --engine=ray: the CPUs each trial holds.')
     flags.DEFINE_float('trial_gpus', 0, 'With --engine=ray: the GPUs each trial holds.', lower_bound=0)

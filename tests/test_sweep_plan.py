@@ -68,7 +68,7 @@ def test_seeds_and_milestones():
     assert sweep_plan.parse_seeds('3') == [0, 1, 2]
     assert sweep_plan.parse_seeds('3,7') == [3, 7]
     assert sweep_plan.parse_seeds('7,') == [7]
-    for bad in ('0', '-1', 'a', '3,3', ','):
+    for bad in ('0', '-1', 'a', '3,3', ',', '100000000000', '1001', '4294967296,'):  # the last three: bounds
         with pytest.raises(UserError):
             sweep_plan.parse_seeds(bad)
     assert sweep_results.parse_milestones('0.60, 0.65') == ['0.60', '0.65']
