@@ -124,7 +124,7 @@ def test_the_measurements_progress_lines_name_their_trial(grid_sweep, tmp_path, 
     root = str(tmp_path / 'grid')
     shutil.copytree(grid_sweep[0], root)
     plan = sweep_plan.read_plan(root)
-    trial = next(trial for trial in plan.trials if trial.name == 'lrn_rate=0.1/seed_0')
+    trial = next(trial for trial in plan.recorded if trial.name == 'lrn_rate=0.1/seed_0')
     monkeypatch.setattr(evaluation, 'PROGRESS_EVERY_SECS', 0)
     with caplog.at_level(logging.INFO):
         sweep.measure_trial(plan, trial, 0)
