@@ -30,7 +30,7 @@ def find_runs(root):
     """The run folders at or under `root` (a folder holding hparams.json or checkpoints), sorted; a
     run's own subfolders (train/, eval/) are not searched."""
     if not os.path.isdir(root):
-        raise UserError(f'{root} is not a folder; give the folder your runs are in', 'root')
+        raise UserError(f'{root} is not a folder; give the folder your runs are in')
     runs = []
     for folder, subfolders, files in os.walk(root):
         if run_folder.RUN_CONFIG in files or any(name.endswith('.index') for name in files):
