@@ -212,7 +212,9 @@ def validate(hps):
     _check(hps.lr_schedule in schedules, 'lr_schedule', "'piecewise', 'cosine' or 'triangular'", hps.lr_schedule)
     if hps.lr_schedule in ('cosine', 'triangular'):
         fewer = f'fewer than train_steps ({hps.train_steps}) with lr_schedule {hps.lr_schedule}'
-        _check(hps.warmup_steps < hps.train_steps, 'warmup_steps', fewer, hps.warmup_steps, ['train_steps'])
+        _check(
+            hps.warmup_steps < hps.train_steps, 'warmup_steps', fewer, hps.warmup_steps, ['train_steps', 'lr_schedule']
+        )
     _check(0 <= hps.label_smoothing < 1, 'label_smoothing', 'a number in [0, 1)', hps.label_smoothing)
     _check(0 <= hps.ema_decay < 1, 'ema_decay', 'a number in [0, 1); 0 turns it off', hps.ema_decay)
     _check(0 <= hps.cutout < 32, 'cutout', 'a side in pixels in [0, 32); 0 turns it off', hps.cutout)
