@@ -10,6 +10,7 @@ import datetime
 import os
 
 from resnet_cifar import evaluation, run_folder
+from resnet_cifar.errors import UserError
 
 
 def duration(seconds):
@@ -19,16 +20,21 @@ def duration(seconds):
 
 def lines(config, step, seconds):
     """The summary of the run `config` at `step`, `seconds` after this command started. The eval
-    files are read checked, as an eval reads them: a damaged one is a UserError naming it."""
+    files are read checked, as an eval reads them: a damaged one is named in the second line (the
+    training it follows went well; the next eval refuses the file)."""
     newest = (run_folder.checkpoints(config.log_root) or ['none'])[0]
     where = f'{config.log_root} at step {step} of {config.hparams.train_steps}'
     first = f'summary: {where} after {duration(seconds)} (this command); checkpoint {newest}'
     folder = evaluation.report_dir(config)
     history = os.path.join(folder, evaluation.HISTORY)
-    evals = evaluation.read_history(folder) if os.path.exists(history) else []
+    try:
+        evals = evaluation.read_history(folder) if os.path.exists(history) else []
+        best = evaluation.read_best_precision(folder)
+    except UserError as e:
+        return [first, f'summary: no eval to report: {e.line()}']
     if not evals:
         return [first, f'summary: no {config.eval_split} eval of this run yet']
-    last, best = evals[-1], evaluation.read_best_precision(folder)
+    last = evals[-1]
     report = os.path.join(folder, evaluation.METRICS)
     return [
         first,

@@ -142,6 +142,14 @@ def test_the_summary_says_precision_time_and_where_the_files_are(evaluated):
     )
 
 
+def test_a_damaged_eval_report_is_named_in_the_summary_not_an_error(evaluated, copy_run):
+    config = copy_run(evaluated)
+    with open(os.path.join(config.eval_dir, 'history.csv'), 'a') as f:
+        f.write('3,test,0.5')
+    lines = run_summary.lines(config, 2, 1)
+    assert lines[1].startswith(f'summary: no eval to report: {config.eval_dir}/history.csv: line 4: cut short')
+
+
 def test_the_start_up_line_names_what_makes_the_network_another_than_the_presets(evaluated):
     assert evaluated.origin() == 'preset resnet32 with num_residual_units=1'
     assert dataclasses.replace(evaluated, hparams=run_config.load_preset('resnet32')).origin() == 'preset resnet32'
