@@ -147,7 +147,7 @@ def test_a_damaged_eval_report_is_named_in_the_summary_not_an_error(evaluated, c
     with open(os.path.join(config.eval_dir, 'history.csv'), 'a') as f:
         f.write('3,test,0.5')
     lines = run_summary.lines(config, 2, 1)
-    assert lines[1].startswith(f'summary: no eval to report: {config.eval_dir}/history.csv: line 4: cut short')
+    assert lines[1].startswith(f'summary: no eval to report: {config.eval_dir}/history.csv: line 3: cut short')
 
 
 def test_the_start_up_line_names_what_makes_the_network_another_than_the_presets(evaluated):
