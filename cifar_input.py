@@ -8,9 +8,11 @@ function of (seed, step): a resumed run reads exactly what an uninterrupted one 
 
 import glob
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from resnet_cifar.datasets import (
     DATASETS,
@@ -19,10 +21,12 @@ from resnet_cifar.datasets import (
     DataError,
     record_bytes,
 )
+from resnet_cifar.errors import reason
 
 PAD = 4  # training images are padded to 40x40, then randomly cropped back to 32x32
 SPLITS = ('train', 'validation', 'test')
 SYNTHETIC_SIZES = {'train': 4096, 'validation': 512, 'test': 1024}
+MAX_PIXELS = 50_000_000  # an image to predict on, decoded: 150 MB; a photo of 48 megapixels fits
 
 
 def _check_file(path, dataset):
@@ -184,6 +188,27 @@ def _expand(paths):
     return expanded
 
 
+def _check_pixels(path):
+    """Refuses an image larger than MAX_PIXELS from its header (PIL reads only that), before it is
+    decoded: a small file can hold an image of gigabytes. A file PIL cannot identify is left to
+    decode_image, which says why it cannot be read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+            size = f'{width}x{height} pixels' if width * height > MAX_PIXELS else None
+        except Image.DecompressionBombError:  # beyond PIL's own limit, far beyond ours
+            size = f'more than {2 * Image.MAX_IMAGE_PIXELS // 10**6} megapixels'
+        except (OSError, ValueError, SyntaxError):  # not an image PIL knows; SyntaxError: a broken header
+            return
+    if size:
+        raise DataError(
+            f'{path}: {size} is more than the {MAX_PIXELS // 10**6} megapixels predict decodes; shrink it first '
+            '(it is resized to 32x32 anyway)'
+        )
+
+
 def read_image_files(paths, dataset):
     """Images for prediction as (name, uint8 [32, 32, 3], true label or None) triples.
 
@@ -203,12 +228,12 @@ def read_image_files(paths, dataset):
                 (f'{path}[{i}]', image, int(label)) for i, (image, label) in enumerate(zip(images, labels, strict=True))
             ]
             continue
+        _check_pixels(path)
         try:
             image = decode_image(tf.io.read_file(path))
         except (tf.errors.OpError, ValueError) as e:
-            reason = getattr(e, 'message', str(e)).splitlines()[0]
             raise DataError(
-                f'{path}: cannot read the image ({reason}); expected a PNG, JPEG, GIF or BMP file'
+                f'{path}: cannot read the image ({reason(e)}); expected a PNG, JPEG, GIF or BMP file'
             ) from None
         examples.append((path, resize(image), None))
     return examples

@@ -4,10 +4,10 @@
     python resnet_main.py --mode=eval --log_root=runs/r32 --eval_once
     python resnet_main.py --mode=predict --log_root=runs/r32 --images=cat.png
 
-Installed with pip, the `resnet-cifar` command takes the same flags. A run lives in --log_root,
-which every mode needs: hparams.json (what the run is), checkpoints ckpt-STEP, train/ and eval/
-summaries and eval/metrics.json. Training again resumes the run; eval, predict and export read
-what they need from hparams.json, so the training flags are never repeated.
+Installed with pip, the `resnet-cifar` command (or `python -m resnet_cifar`) takes the same flags.
+A run lives in --log_root, which every mode needs: hparams.json (what the run is), checkpoints
+ckpt-STEP, train/ and eval/ summaries and eval/metrics.json. Training again resumes the run; eval,
+predict and export read what they need from hparams.json, so the training flags are never repeated.
 """
 
 # For developers: this file reads the flags (defined without TensorFlow, so --help is instant),
@@ -17,12 +17,17 @@ what they need from hparams.json, so the training flags are never repeated.
 # configuration (or a checkpoint) and a strategy, and can be called from Python.
 
 import dataclasses
-import sys
+import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from resnet_cifar import choices, datasets, errors, run_config, startup
-from resnet_cifar.hparams_check import make_hparams
+from resnet_cifar.hparams_check import MAX_BATCH, MAX_STEPS, make_hparams
+
+# The command the user runs, as --help shows it: `resnet-cifar` when resnet_cifar/__main__.py runs
+# this file (it sets PROGRAM), else this file.
+PROGRAM = globals().get('PROGRAM', 'python resnet_main.py')
+__doc__ = __doc__.replace('python resnet_main.py', PROGRAM)
 
 # The original's flags, same names and meaning.
 flags.DEFINE_enum('dataset', 'cifar10', list(datasets.DATASETS), 'cifar10 or cifar100.')
@@ -34,7 +39,11 @@ flags.DEFINE_string('train_dir', None, 'Training summaries (default LOG_ROOT/tra
 flags.DEFINE_string('eval_dir', None, 'Eval summaries and metrics.json (default LOG_ROOT/eval).')
 flags.DEFINE_bool('eval_once', False, 'Evaluate the newest checkpoint once, then exit.')
 flags.DEFINE_integer(
-    'num_gpus', None, 'GPUs to use. Default: every visible one; 0: the CPU; several: MirroredStrategy.', lower_bound=0
+    'num_gpus',
+    None,
+    'GPUs to use. Default: every visible one; 0: the CPU; several: MirroredStrategy.',
+    lower_bound=0,
+    upper_bound=4096,
 )
 # Added.
 flags.DEFINE_string(
@@ -45,21 +54,53 @@ flags.DEFINE_string(
 )
 flags.DEFINE_enum('data_source', 'binary', list(choices.DATA_SOURCES), 'Where images come from.')
 flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory (with --data_source=tfds).')
-flags.DEFINE_integer('validation_size', 0, 'Hold out the last N training images as a validation split.', lower_bound=0)
+flags.DEFINE_integer(
+    'validation_size',
+    0,
+    'Hold out the last N training images as a validation split.',
+    lower_bound=0,
+    upper_bound=MAX_STEPS,
+)
 flags.DEFINE_enum('eval_split', 'test', list(choices.EVAL_SPLITS), 'What eval measures.')
 flags.DEFINE_string('hparams', 'resnet32', f'A preset ({", ".join(choices.preset_names())}) or a JSON file.')
 flags.DEFINE_string(
     'hparams_override', '', 'Comma-separated key=value, lists in brackets: train_steps=960,lr_boundaries=[480,720].'
 )
 flags.DEFINE_integer('train_steps', None, 'Stop training at this step (overrides the preset).', lower_bound=1)
-flags.DEFINE_integer('checkpoint_every_steps', 1000, 'Save a checkpoint every N steps (and at the end).', lower_bound=1)
-flags.DEFINE_integer('keep_checkpoints', 5, 'How many of the newest checkpoints to keep.', lower_bound=1)
-flags.DEFINE_integer('summary_every_steps', 100, 'Log and write training summaries every N steps.', lower_bound=1)
-flags.DEFINE_integer('eval_every_steps', 1000, 'With --mode=train_and_eval: evaluate every N steps.', lower_bound=1)
 flags.DEFINE_integer(
-    'eval_batch_size', 100, 'Eval batch size (any size; the last batch may be partial).', lower_bound=1
+    'checkpoint_every_steps',
+    1000,
+    'Save a checkpoint every N steps (and at the end).',
+    lower_bound=1,
+    upper_bound=MAX_STEPS,
 )
-flags.DEFINE_integer('eval_timeout_secs', 600, 'Eval gives up after this long without a new checkpoint.', lower_bound=0)
+flags.DEFINE_integer(
+    'keep_checkpoints', 5, 'How many of the newest checkpoints to keep.', lower_bound=1, upper_bound=10000
+)
+flags.DEFINE_integer(
+    'summary_every_steps', 100, 'Log and write training summaries every N steps.', lower_bound=1, upper_bound=MAX_STEPS
+)
+flags.DEFINE_integer(
+    'eval_every_steps',
+    1000,
+    'With --mode=train_and_eval: evaluate every N steps.',
+    lower_bound=1,
+    upper_bound=MAX_STEPS,
+)
+flags.DEFINE_integer(
+    'eval_batch_size',
+    100,
+    'Eval batch size (any size; the last batch may be partial).',
+    lower_bound=1,
+    upper_bound=MAX_BATCH,
+)
+flags.DEFINE_integer(
+    'eval_timeout_secs',
+    600,
+    'Eval gives up after this long without a new checkpoint.',
+    lower_bound=0,
+    upper_bound=MAX_STEPS,
+)
 flags.DEFINE_integer('seed', 0, 'Seed of weight initialization, data order and augmentation.')
 flags.DEFINE_bool(
     'deterministic',
@@ -69,7 +110,16 @@ flags.DEFINE_bool(
 
 # Using a trained model.
 flags.DEFINE_list('images', [], 'With --mode=predict: image files (PNG, JPEG, ...) and/or binary batch files (.bin).')
-flags.DEFINE_integer('top_k', 3, 'With --mode=predict: how many classes to print per image.', lower_bound=1)
+flags.DEFINE_integer(
+    'top_k', 3, 'With --mode=predict: how many classes to print per image.', lower_bound=1, upper_bound=100
+)
+flags.DEFINE_integer(
+    'max_images',
+    None,
+    'With --mode=predict: print the first N images only (the precision is still over all).',
+    lower_bound=0,
+    upper_bound=MAX_STEPS,
+)
 flags.DEFINE_string('checkpoint', None, 'With --mode=predict or export: this checkpoint instead of the newest.')
 flags.DEFINE_string('export_dir', None, 'With --mode=export: a new folder for the exported model.')
 flags.DEFINE_enum(
@@ -91,6 +141,7 @@ flags.DEFINE_integer(
     600,
     'With --distribution_strategy=multi_worker_mirrored: give up when the other workers have not all started by then.',
     lower_bound=1,
+    upper_bound=MAX_STEPS,
 )
 flags.DEFINE_bool('sync_batch_norm', False, 'Batch-norm statistics over the global batch, across replicas.')
 flags.DEFINE_enum(
@@ -128,13 +179,16 @@ OPTIONS = (
 
 
 def hparams_overrides():
-    """--hparams_override, with --train_steps on top; an unknown key or a value of the wrong type is
-    refused here (the ranges depend on the run's preset: build_config checks them)."""
+    """--hparams_override with --train_steps, and the flag each key came from (for errors); an unknown
+    key or a value of the wrong type is refused here (the ranges depend on the run's preset:
+    build_config checks them)."""
     overrides = run_config.parse_overrides(FLAGS.hparams_override)
-    if FLAGS.train_steps is not None:
-        overrides['train_steps'] = FLAGS.train_steps
     make_hparams(overrides, source='hparams_override', ranges=False)
-    return overrides
+    if FLAGS.train_steps is None:
+        return overrides, {}
+    if 'train_steps' in overrides:
+        raise errors.UserError('also given in --hparams_override; give train_steps once', 'train_steps')
+    return {**overrides, 'train_steps': FLAGS.train_steps}, {'train_steps': 'train_steps'}
 
 
 def check_before_start():
@@ -153,8 +207,9 @@ def check_before_start():
         )
 
 
-def build_config():
-    """The run to do: what LOG_ROOT/hparams.json saved, with the flags the user passed on top."""
+def build_config(dtype):
+    """The run to do: what LOG_ROOT/hparams.json saved, with the flags the user passed on top,
+    computed in `dtype` (what --dtype resolved to: auto picks one)."""
     from resnet_cifar import run_folder  # it imports TensorFlow: after startup.setup()
 
     saved = run_folder.read_config(FLAGS.log_root)
@@ -165,7 +220,8 @@ def build_config():
     dataset = FLAGS.dataset if given('dataset') else saved.dataset
     # A preset (name or file) asked for, else the saved run's: its name and its hparams.
     preset, base = (FLAGS.hparams, FLAGS.hparams) if given('hparams') else (saved.preset, saved.hparams)
-    hps = run_config.build_hparams(base, hparams_overrides(), dataset)
+    overrides, sources = hparams_overrides()
+    hps = run_config.build_hparams(base, overrides, dataset, sources)
 
     data_settings = [field.name for field in dataclasses.fields(run_config.DataSettings)]
     data = {name: getattr(FLAGS, name) if given(name) else getattr(saved.data, name) for name in data_settings}
@@ -173,7 +229,7 @@ def build_config():
         data.update({name: getattr(FLAGS, name) for name in DATA_PATHS})
     data = run_config.data_settings(dataset, FLAGS.data_dir, **data)
     options = {name: getattr(FLAGS, name) for name in OPTIONS}
-    config = run_config.RunConfig(FLAGS.log_root, dataset, preset, hps, data, **options)
+    config = run_config.RunConfig(FLAGS.log_root, dataset, preset, hps, data, dtype, **options)
     if saved is not None and saved.network() != config.network():
         raise errors.RunError(
             f'{FLAGS.log_root} holds a run of {saved.describe()}; the flags ask for {config.describe()}. '
@@ -193,14 +249,15 @@ def flag_name(key):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+        raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
+    started = time.time()
     check_before_start()
     dtype = startup.setup(FLAGS.num_gpus, FLAGS.deterministic, FLAGS.dtype, flag_name)
-    from resnet_cifar import devices, evaluation, machine, trained_model, training, worker_faults  # TF is set up
+    from resnet_cifar import devices, evaluation, machine, run_summary, trained_model, training, worker_faults
 
     if FLAGS.mode == 'predict':
         predictions = trained_model.predict(FLAGS.images, FLAGS.log_root, FLAGS.checkpoint, FLAGS.eval_batch_size)
-        print('\n'.join(trained_model.describe(predictions, FLAGS.top_k)))
+        print('\n'.join(trained_model.describe(predictions, FLAGS.top_k, FLAGS.max_images)))
         return 0
     if FLAGS.mode == 'export':
         config = trained_model.export(FLAGS.export_dir, FLAGS.log_root, FLAGS.checkpoint, FLAGS.export_format)
@@ -212,11 +269,14 @@ def main(argv):
     strategy = devices.make_strategy(FLAGS.distribution_strategy, FLAGS.num_gpus, FLAGS.tpu)
     logging.info('%s', machine.startup_line(strategy, dtype, flag_name))
     devices.check_xla(FLAGS.jit_compile, strategy)  # refused with several replicas before anything is written
-    config = build_config()
+    config = build_config(dtype)
     if FLAGS.mode == 'eval':
         evaluation.evaluate_checkpoints(config, strategy)
         return 0
     result = training.train(config, strategy, evaluate=FLAGS.mode == 'train_and_eval')
+    if devices.is_chief(strategy):
+        for line in run_summary.lines(config, result.step, time.time() - started):
+            logging.info('%s', line)
     return errors.exit_code(result.stopped_by) if result.stopped_by else 0
 
 
@@ -224,11 +284,7 @@ def run():
     """The command line: the flags parsed (--log_root required), then main() with a mistake as one
     line naming the flag and exit code 2, a stop by SIGINT or SIGTERM as 128 + its number."""
     flags.mark_flag_as_required('log_root')
-    try:
-        app.run(errors.exit_on_error(main, name=flag_name))
-    except SystemExit as e:  # absl ends --help with exit code 1; asking for help is no failure
-        help_asked = any(arg in ('-h', '-?', '--help', '--helpshort', '--helpfull') for arg in sys.argv[1:])
-        sys.exit(0 if help_asked and e.code == 1 else e.code)
+    errors.run_program(main, FLAGS, name=flag_name)
 
 
 if __name__ == '__main__':

@@ -24,6 +24,16 @@ def _presets_dir():
 PRESETS_DIR = _presets_dir()
 
 
+def install_command(extra):
+    """How to install an optional extra of pyproject.toml: into the checkout the package runs from
+    (an editable install: pip install -e 'CHECKOUT[extra]'), or the package from its index."""
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(checkout, 'pyproject.toml')):
+        where = '.' if os.path.abspath(os.getcwd()) == checkout else checkout
+        return f"pip install -e '{where}[{extra}]'"
+    return f"pip install 'resnet-cifar[{extra}]'"
+
+
 def preset_names():
     return sorted(f[: -len('.json')] for f in os.listdir(PRESETS_DIR) if f.endswith('.json'))
 

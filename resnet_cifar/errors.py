@@ -6,11 +6,12 @@ Python caller and a command-line user each read the names they typed.
 """
 
 import functools
+import os
 import re
 import signal
 import sys
 
-from absl import logging
+from absl import app, logging
 
 from resnet_cifar import process_settings
 
@@ -49,6 +50,14 @@ def exit_code(signal_name):
 
 def _raise_stopped(signum, frame):
     raise Stopped(signal.Signals(signum).name)
+
+
+def reason(error):
+    """The first line of an OSError's or a TensorFlow OpError's message, without TensorFlow's
+    `{{function_node ...}}` decorations."""
+    text = getattr(error, 'strerror', None) or getattr(error, 'message', None) or str(error)
+    text = re.sub(r'\{\{function_node [^{}]*\}\}|\[Op:\w+\]( name: \S*)?', '', text).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def flag_name(key, flag_values):
@@ -102,14 +111,6 @@ class WriteError(RunError):
     """A write into the run failed: a full disk, a quota, a read-only or vanished folder, an I/O error."""
 
 
-def reason(error):
-    """The first line of an OSError's or a TensorFlow OpError's message, without TensorFlow's
-    `{{function_node ...}}` decorations."""
-    text = getattr(error, 'strerror', None) or getattr(error, 'message', None) or str(error)
-    text = re.sub(r'\{\{function_node [^{}]*\}\}|\[Op:\w+\]( name: \S*)?', '', text).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def write_failed(path, error, newest=None):
     """The WriteError for `error` (an OSError or a TensorFlow OpError) while writing `path`;
     `newest` names the newest complete checkpoint, which a run started again resumes from."""
@@ -117,3 +118,61 @@ def write_failed(path, error, newest=None):
     return WriteError(
         f'cannot write {path}: {reason(error)}{resume}; free space or fix the folder, then run the same command again'
     )
+
+
+HELP_FLAGS = ('-h', '-?', '--help', '--helpshort', '--helpfull')
+
+
+def flag_error_line(error):
+    """absl's message for a flag it refused, as this project words a mistake: the flag first."""
+    text = str(error)
+    match = re.fullmatch(r'flag (--[\w-]+)=(.*?): (.*)', text, re.S)
+    if not match:
+        return text.replace("Unknown command line flag '", "unknown flag '--")
+    name, value, problem = match.groups()
+    problem = re.sub(r'^Flag --[\w-]+ must have a value other than None\.', 'required: give it a value', problem)
+    choices = re.fullmatch(r'value should be one of <(.*)>', problem)
+    if choices:
+        problem = f'expected one of {", ".join(choices.group(1).split("|"))}, got {value!r}'
+    return f'{name}: {problem}'
+
+
+def _flags_parser(flag_values):
+    """absl's flag parsing of `flag_values`, a refused flag being one line and exit code 2 as every
+    other mistake."""
+
+    def parse(argv):
+        try:
+            return flag_values(argv)
+        except app.flags.Error as e:
+            _fail(flag_error_line(e))
+
+    return parse
+
+
+def _end_at_once(code):
+    """From here, SIGINT or SIGTERM ends the process at once with `code`: the program's work is done,
+    and a stop while Python shuts down (its atexit callbacks) must not print a traceback."""
+
+    def end(signum, frame):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, end)
+
+
+def run_program(main, flag_values, name=None, stop_hint=''):
+    """A program's `app.run(main)` over its `flag_values` (its FLAGS), as every program of the project
+    ends: exit_on_error(main, flag_values, name, stop_hint); a refused flag in one line with exit
+    code 2; --help with exit code 0; and a stop that comes after main has returned ends the process
+    quietly with main's exit code."""
+    try:
+        app.run(exit_on_error(main, flag_values, name, stop_hint), flags_parser=_flags_parser(flag_values))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        if code == 1 and any(arg in HELP_FLAGS for arg in sys.argv[1:]):  # absl ends --help with 1
+            code = 0
+        _end_at_once(code)
+        sys.exit(code)

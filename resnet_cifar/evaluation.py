@@ -3,6 +3,7 @@ metrics.json, history.csv), and the eval mode, which scores a run's checkpoints.
 its evals through the same EvalReporter."""
 
 import csv
+import io
 import os
 import time
 
@@ -39,7 +40,8 @@ class SplitScorer:
     costs more than evaluating a small split.
     """
 
-    def __init__(self, hps, images, labels, batch_size, strategy, jit_compile=False):
+    def __init__(self, hps, images, labels, batch_size, strategy, jit_compile=False, label=''):
+        self.label = label  # starts its progress lines: what is scored, where several things are
         self.resnet = resnet_model.ResNet(hps)
         self.strategy = strategy
         self.jit_compile = devices.check_xla(jit_compile, strategy)
@@ -52,10 +54,10 @@ class SplitScorer:
         self.model = self.eval_step = None
 
     @classmethod
-    def of_split(cls, config, split, strategy):
+    def of_split(cls, config, split, strategy, label=''):
         """The scorer of the configuration's split ('test' or 'validation'), at its eval settings."""
         images, labels = run_config.load_split(config, split)
-        return cls(config.hparams, images, labels, config.eval_batch_size, strategy, config.jit_compile)
+        return cls(config.hparams, images, labels, config.eval_batch_size, strategy, config.jit_compile, label)
 
     def __call__(self, model):
         """{precision, loss, num_examples} of `model` on the split, and its confusion matrix."""
@@ -68,7 +70,7 @@ class SplitScorer:
             confusion += result['confusion'].numpy()
             loss_sum += float(result['loss_sum'])
             if time.time() - last_progress >= PROGRESS_EVERY_SECS:
-                logging.info('evaluated %d of %d images', confusion.sum(), self.size)
+                logging.info('%sevaluated %d of %d images', self.label, confusion.sum(), self.size)
                 last_progress = time.time()
         count = int(confusion.sum())
         return {'precision': np.trace(confusion) / count, 'loss': loss_sum / count, 'num_examples': count}, confusion
@@ -80,8 +82,10 @@ def append_history(folder, metrics):
     row = {name: metrics.get(name) for name in HISTORY_FIELDS}
     row.update(precision=f'{metrics["precision"]:.6f}', loss=f'{metrics["loss"]:.6f}')
     row['time'] = time.strftime(TIME_FORMAT, time.gmtime())
+    is_new = not os.path.exists(path) or os.path.getsize(path) == 0
+    if not is_new:
+        read_history(folder)  # a damaged file is refused, not written to
     try:
-        is_new = not os.path.exists(path) or os.path.getsize(path) == 0
         with open(path, 'a', newline='') as f:
             writer = csv.DictWriter(f, HISTORY_FIELDS)
             if is_new:
@@ -98,12 +102,17 @@ def read_history(folder):
     way_out = 'fix that line, or move the file away (the next eval starts a new one)'
     try:
         with open(path, newline='') as f:
-            reader = csv.DictReader(f)
-            header, rows = reader.fieldnames, list(reader)
+            text = f.read()
+        reader = csv.DictReader(io.StringIO(text, newline=''))
+        header, rows = reader.fieldnames, list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise errors.RunError(f'{path}: cannot be read ({errors.reason(e)}); {way_out}') from None
+    if not text:  # made, and the process gone before its first row: no evals
+        return []
     if list(header or ()) != list(HISTORY_FIELDS):
         raise errors.RunError(f'{path}: line 1: expected the header {",".join(HISTORY_FIELDS)}; {way_out}')
+    if not text.endswith('\n'):  # every row is written whole, with its line end
+        raise errors.RunError(f'{path}: line {text.count(chr(10)) + 1}: cut short (no line end); {way_out}')
     return [_history_row(path, number, row, way_out) for number, row in enumerate(rows, start=2)]
 
 
@@ -112,6 +121,7 @@ def _history_row(path, number, row, way_out):
     try:
         values = {'step': int(row['step']), 'precision': float(row['precision']), 'loss': float(row['loss'])}
         sound = values['step'] >= 0 and 0 <= values['precision'] <= 1 and values['loss'] >= 0
+        time.strptime(row['time'], TIME_FORMAT)
     except (TypeError, ValueError):  # a missing column reads as None
         sound = False
     if not sound or None in row.values() or None in row:  # None: csv.DictReader's mark of a short or long row
@@ -152,6 +162,8 @@ class EvalReporter:
         self.eval_dir = report_dir(config) if devices.is_chief(strategy) else None
         self.writer = self.owner = None
         self.best_precision = read_best_precision(report_dir(config))
+        if os.path.exists(os.path.join(report_dir(config), HISTORY)):
+            read_history(report_dir(config))  # checked now: a damaged one is refused before any work
 
     def __enter__(self):
         return self
@@ -254,13 +266,13 @@ def _saved_step(path):
     return step, checkpoint_index.checkpoint_config(path).hparams.train_steps
 
 
-def score_checkpoint(config, checkpoint, split='test', strategy=None):
+def score_checkpoint(config, checkpoint, split='test', strategy=None, label=''):
     """Precision, loss and number of examples of one checkpoint on a whole split, reported
     nowhere: for comparing checkpoints and settings (flip_tta) after training, as
-    scripts/sweep.py does."""
+    scripts/sweep.py does; `label` starts its progress lines."""
     problem = checkpoint_index.checkpoint_problem(checkpoint, config)
     if problem:
         raise errors.RunError(problem, 'checkpoint')
     strategy = strategy or tf.distribute.get_strategy()
     model = restore.restore_model(checkpoint, config.hparams, strategy)
-    return SplitScorer.of_split(config, split, strategy)(model)[0]
+    return SplitScorer.of_split(config, split, strategy, label)(model)[0]

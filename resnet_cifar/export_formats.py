@@ -30,7 +30,7 @@ def check_format(export_format):
     missing = [name for name in NEEDS.get(export_format, ()) if importlib.util.find_spec(name) is None]
     if missing:
         raise RunError(
-            f'the {export_format} format needs {" and ".join(missing)}: pip install "resnet-cifar[export]"',
+            f'the {export_format} format needs {" and ".join(missing)}: {choices.install_command("export")}',
             'export_format',
         )
 

@@ -2,14 +2,21 @@
 rule of hparams_schema checked, a refusal naming the key. Pure Python, so a mistake is refused before
 TensorFlow starts."""
 
+import math
+
 from resnet_cifar.errors import UserError
 from resnet_cifar.hparams_schema import DEFAULT_HPARAMS, KEYS, SCHEMA, HParams
 
-MAX_LIST = 64  # far more entries than any list hparam needs: a longer one is a mistake, copied into every checkpoint
-
 
 class HParamsError(UserError):
-    """A preset, override or value the user gave is not usable; the message says which."""
+    """A preset, override or value the user gave is not usable; the message says which. From a
+    rule of one hparam: `hparam` is its key, `problem` what is wrong with its value, and `related`
+    the other hparams the rule depends on (warmup_steps' on train_steps), which a user may have
+    changed instead."""
+
+    def __init__(self, message, key=None, mentions=(), hparam=None, problem=None, related=()):
+        super().__init__(message, key, mentions)
+        self.hparam, self.problem, self.related = hparam, problem, tuple(related)
 
 
 def make_hparams(values, source=None, ranges=True):
@@ -27,10 +34,20 @@ def make_hparams(values, source=None, ranges=True):
     except HParamsError as e:
         if source is None:
             raise
-        raise HParamsError(e.message.removeprefix('hparam '), key=source) from None
+        raise HParamsError(
+            e.message.removeprefix('hparam '), source, hparam=e.hparam, problem=e.problem, related=e.related
+        ) from None
 
 
-_EXPECTED_KIND = {bool: 'true or false', int: 'an integer', float: 'a number', str: 'a string'}
+def short(value):
+    """A value as a message quotes it: a long list as its start and its length."""
+    text = repr(value)
+    if len(text) <= 80:
+        return text
+    return f'{text[:60]}... ({len(value)} items)' if isinstance(value, list) else f'{text[:60]}...'
+
+
+_EXPECTED_KIND = {bool: 'true or false', int: 'an integer', float: 'a finite number', str: 'a string'}
 
 
 def _coerce(key, value):
@@ -38,18 +55,20 @@ def _coerce(key, value):
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if key.kind is list:
         ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        if ok and len(value) > MAX_LIST:
-            raise HParamsError(f'hparam {key.name}: expected at most {MAX_LIST} entries, got {len(value)}')
         expected = 'a list of integers'
     else:
-        ok = {bool: isinstance(value, bool), int: is_int, float: is_int or isinstance(value, float)}.get(
-            key.kind, isinstance(value, str)
-        )
+        is_float = isinstance(value, float) and math.isfinite(value)
+        kinds = {bool: isinstance(value, bool), int: is_int, float: is_int or is_float, str: isinstance(value, str)}
+        ok = kinds[key.kind]
         expected = _EXPECTED_KIND[key.kind]
         value = float(value) if ok and key.kind is float else value
     if not ok:
-        raise HParamsError(f'hparam {key.name}: expected {expected}, got {value!r}')
+        _refuse(key.name, f'expected {expected}, got {short(value)}')
     return value
+
+
+def _refuse(name, problem, related=()):
+    raise HParamsError(f'hparam {name}: {problem}', hparam=name, problem=problem, related=related)
 
 
 def validate(hps):
@@ -60,5 +79,5 @@ def validate(hps):
             for rule in key_rules:
                 if not rule.holds(hps):
                     value = getattr(hps, key.name)
-                    raise HParamsError(f'hparam {key.name}: expected {rule.expected.format(hps=hps)}, got {value!r}')
+                    _refuse(key.name, f'expected {rule.expected.format(hps=hps)}, got {short(value)}', rule.related)
     return hps

@@ -12,6 +12,12 @@ import re
 import typing
 
 MAX_STEPS = 2**31 - 1  # far more steps than any run takes: a larger train_steps is a typo
+# Bounds far above any network of the presets (wrn_28_10's widths, resnet1001's units, fast's batch):
+# a larger value is a typo, and would make a network or a checkpoint no machine holds.
+MAX_BATCH = 2**16
+MAX_UNITS = 1000
+MAX_WIDTH = 4096
+MAX_BOUNDARIES = 100
 # The whitening stem is 24 filters wide (fast_network): each eigenvector of its 2x2x3 patches, and its negative.
 WHITEN_WIDTH = 2 * (2 * 2 * 3)
 
@@ -31,6 +37,7 @@ class Rule(typing.NamedTuple):
 
     holds: typing.Callable
     expected: str
+    related: tuple = ()  # the other keys the rule depends on, which a user may have changed instead
 
 
 class Key(typing.NamedTuple):
@@ -43,8 +50,8 @@ class Key(typing.NamedTuple):
     shapes_variables: bool = False  # a checkpoint fits only a network that agrees on it
 
 
-def _rule(holds, expected):
-    return (Rule(holds, expected),)
+def _rule(holds, expected, related=()):
+    return (Rule(holds, expected, tuple(related)),)
 
 
 def _positive(name):
@@ -53,6 +60,10 @@ def _positive(name):
 
 def _at_least_zero(name, expected='an integer >= 0'):
     return _rule(lambda h: getattr(h, name) >= 0, expected)
+
+
+def _steps(name, expected=f'an integer from 0 to {MAX_STEPS}'):
+    return _rule(lambda h: 0 <= getattr(h, name) <= MAX_STEPS, expected)
 
 
 def _fraction(name, expected='a number in [0, 1)'):
@@ -65,7 +76,7 @@ def _one_of(name, *choices):
 
 
 def _airbench_only(name, value, expected):
-    return _rule(lambda h: h.network != 'airbench' or getattr(h, name) == value, expected)
+    return _rule(lambda h: h.network != 'airbench' or getattr(h, name) == value, expected, ['network'])
 
 
 SCHEMA = (
@@ -76,7 +87,7 @@ SCHEMA = (
         128,
         'the global batch, split across replicas',
         1,
-        _rule(lambda h: h.batch_size > 0, 'a positive integer'),
+        _rule(lambda h: 0 < h.batch_size <= MAX_BATCH, f'a positive integer up to {MAX_BATCH}'),
     ),
     Key(
         'num_classes',
@@ -94,7 +105,7 @@ SCHEMA = (
         'the schedule never goes below this',
         1,
         _at_least_zero('min_lrn_rate', 'a number >= 0')
-        + _rule(lambda h: h.min_lrn_rate <= h.lrn_rate, 'at most lrn_rate ({hps.lrn_rate})'),
+        + _rule(lambda h: h.min_lrn_rate <= h.lrn_rate, 'at most lrn_rate ({hps.lrn_rate})', ['lrn_rate']),
     ),
     Key('lrn_rate', float, 0.1, 'the initial learning rate', 1, _positive('lrn_rate')),
     Key(
@@ -103,7 +114,7 @@ SCHEMA = (
         5,
         'residual units per stage',
         1,
-        _rule(lambda h: h.num_residual_units > 0, 'a positive integer')
+        _rule(lambda h: 0 < h.num_residual_units <= MAX_UNITS, f'a positive integer up to {MAX_UNITS}')
         + _airbench_only('num_residual_units', 1, "1 for network 'airbench'"),
         shapes_variables=True,
     ),
@@ -140,14 +151,19 @@ SCHEMA = (
         [16, 16, 32, 64],
         'output widths: [stem, stage 1, stage 2, stage 3]',
         1,
-        _rule(lambda h: len(h.filters) == 4 and all(f > 0 for f in h.filters), 'four positive widths')
+        _rule(
+            lambda h: len(h.filters) == 4 and all(0 < f <= MAX_WIDTH for f in h.filters),
+            f'four widths from 1 to {MAX_WIDTH}',
+        )
         + _rule(
             lambda h: not h.use_bottleneck or all(f % 4 == 0 for f in h.filters[1:]),
             'stage widths divisible by 4 for bottleneck units',
+            ['use_bottleneck'],
         )
         + _rule(
             lambda h: h.network != 'airbench' or not h.whiten or h.filters[0] == WHITEN_WIDTH,
             f'a stem width of {WHITEN_WIDTH} with whiten',
+            ['whiten', 'network'],
         ),
         shapes_variables=True,
     ),
@@ -159,10 +175,11 @@ SCHEMA = (
         1,
         _rule(
             lambda h: (
-                all(b > 0 for b in h.lr_boundaries)
+                len(h.lr_boundaries) <= MAX_BOUNDARIES
+                and all(0 < b <= MAX_STEPS for b in h.lr_boundaries)
                 and all(a < b for a, b in zip(h.lr_boundaries, h.lr_boundaries[1:], strict=False))
             ),
-            'strictly increasing positive steps',
+            f'up to {MAX_BOUNDARIES} strictly increasing positive steps',
         ),
     ),
     Key(
@@ -189,10 +206,11 @@ SCHEMA = (
         0,
         'a linear warm-up of the rate over this many steps; 0: off',
         1,
-        _at_least_zero('warmup_steps')
+        _steps('warmup_steps')
         + _rule(
             lambda h: h.lr_schedule not in ('cosine', 'triangular') or h.warmup_steps < h.train_steps,
-            'fewer than train_steps with a cosine or triangular schedule',
+            'fewer than train_steps ({hps.train_steps}) with lr_schedule {hps.lr_schedule}',
+            ['train_steps', 'lr_schedule'],
         ),
     ),
     # The newer recipes (recipe.py).
@@ -253,7 +271,7 @@ SCHEMA = (
         0,
         "the whitening conv's bias trains this many steps, then is frozen; 0: throughout",
         3,
-        _at_least_zero('whiten_bias_steps', 'an integer >= 0; 0: it trains throughout'),
+        _steps('whiten_bias_steps', f'an integer from 0 to {MAX_STEPS}; 0: it trains throughout'),
     ),
     Key('dirac_init', bool, False, 'every conv starts as the identity on its first channels', 3),
     Key(
@@ -293,7 +311,7 @@ SCHEMA = (
         0,
         'every this many steps a weight average moves and is copied into the weights; 0: off',
         3,
-        _at_least_zero('lookahead_every', 'an integer >= 0; 0 turns it off'),
+        _steps('lookahead_every', f'an integer from 0 to {MAX_STEPS}; 0 turns it off'),
     ),
     Key(
         'lookahead_start',
@@ -301,7 +319,7 @@ SCHEMA = (
         0,
         'the first step of the lookahead average',
         3,
-        _at_least_zero('lookahead_start', 'a step >= 0'),
+        _steps('lookahead_start', f'a step from 0 to {MAX_STEPS}'),
     ),
     Key(
         'lookahead_decay',

@@ -13,12 +13,12 @@ import dataclasses
 import json
 import os
 
-from resnet_cifar import json_files
-from resnet_cifar.choices import DATA_SOURCES, EVAL_SPLITS, PRESETS_DIR, is_preset_file, preset_names
+from resnet_cifar import json_files, startup
+from resnet_cifar.choices import DATA_SOURCES, DTYPE_POLICIES, EVAL_SPLITS, PRESETS_DIR, is_preset_file, preset_names
 from resnet_cifar.datasets import CLASS_NAMES, DATASETS, data_patterns
 from resnet_cifar.errors import UserError
 from resnet_cifar.hparams_check import HParamsError, make_hparams
-from resnet_cifar.hparams_schema import DEFAULT_HPARAMS, HParams, architecture
+from resnet_cifar.hparams_schema import DEFAULT_HPARAMS, MAX_BATCH, MAX_STEPS, HParams, architecture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +59,8 @@ class RunConfig:
     preset: str = 'resnet32'  # the name the hparams came from, for logs and messages
     hparams: HParams = DEFAULT_HPARAMS
     data: DataSettings = DataSettings()
+    # The compute dtype it trains in (default: setup()'s); None: unknown, in a run of an earlier version.
+    dtype: str | None = dataclasses.field(default_factory=startup.current_dtype)
     # This invocation's options; not saved with the run.
     train_dir: str | None = None  # training summaries; None: LOG_ROOT/train
     eval_dir: str | None = None  # eval summaries and metrics.json; None: LOG_ROOT/eval
@@ -75,11 +77,14 @@ class RunConfig:
 
     def __post_init__(self):
         num_classes_of(self.dataset, self.hparams.num_classes)
+        if self.dtype is not None and self.dtype not in DTYPE_POLICIES:
+            raise UserError(f'expected one of {", ".join(DTYPE_POLICIES)}, got {self.dtype!r}', 'dtype')
         if self.eval_split not in EVAL_SPLITS:
             raise UserError(f'expected test or validation, got {self.eval_split!r}', 'eval_split')
-        for name in ('checkpoint_every_steps', 'keep_checkpoints', 'summary_every_steps', 'eval_every_steps'):
-            if getattr(self, name) < 1:
-                raise UserError(f'expected a positive integer, got {getattr(self, name)!r}', name)
+        counts = {name: MAX_STEPS for name in ('checkpoint_every_steps', 'summary_every_steps', 'eval_every_steps')}
+        for name, most in {**counts, 'keep_checkpoints': MAX_STEPS, 'eval_batch_size': MAX_BATCH}.items():
+            if not _is_int(getattr(self, name)) or not 0 < getattr(self, name) <= most:
+                raise UserError(f'expected a positive integer up to {most}, got {getattr(self, name)!r}', name)
 
     @property
     def train_folder(self):
@@ -103,18 +108,30 @@ class RunConfig:
         """What decides the variables: a checkpoint fits only a run whose network() is equal."""
         return self.dataset, architecture(self.hparams)
 
+    def origin(self):
+        """Where the network comes from, as the start-up line names it: 'preset resnet32', with the
+        keys of the network that differ from the preset's ('preset resnet32 with num_residual_units=1')."""
+        try:
+            preset = load_preset(self.preset)._replace(num_classes=self.hparams.num_classes)
+        except UserError:  # a preset file gone since: the name alone
+            return f'preset {self.preset}'
+        ours, its = architecture(self.hparams), architecture(preset)
+        changed = ', '.join(f'{key}={json.dumps(value)}' for key, value in ours.items() if its[key] != value)
+        return f'preset {self.preset}' + (f' with {changed}' if changed else '')
+
     def describe(self):
         settings = ', '.join(f'{k}={json.dumps(v)}' for k, v in architecture(self.hparams).items())
         return f'preset {self.preset} on {self.dataset} ({settings})'
 
     def to_json(self):
         """What the run is, as hparams.json and the checkpoints hold it."""
-        return {
+        saved = {
             'dataset': self.dataset,
             'preset': self.preset,
             'hparams': self.hparams._asdict(),
             'data': dataclasses.asdict(self.data),
         }
+        return saved if self.dtype is None else {**saved, 'dtype': self.dtype}
 
 
 def from_json(saved, log_root, source):
@@ -127,6 +144,7 @@ def from_json(saved, log_root, source):
         preset=saved['preset'],
         hparams=make_hparams(saved['hparams'], source=source),
         data=DataSettings(**{k: v for k, v in saved['data'].items() if k in data_fields}),
+        dtype=saved.get('dtype'),
     )
 
 
@@ -188,6 +206,8 @@ def parse_overrides(text):
                 key, sep, value = item.partition('=')
                 if not sep or not key.strip():
                     raise HParamsError(f'expected key=value, got {item.strip()!r}', 'hparams_override')
+                if key.strip() in overrides:
+                    raise HParamsError(f'{key.strip()} is given twice; give each key once', 'hparams_override')
                 overrides[key.strip()] = _parse_value(value)
             item = ''
         else:
@@ -197,14 +217,48 @@ def parse_overrides(text):
     return overrides
 
 
-def build_hparams(preset='resnet32', overrides=None, dataset='cifar10'):
+def build_hparams(preset='resnet32', overrides=None, dataset='cifar10', sources=None):
     """The HParams of a run: `preset` (a preset's name, a JSON file, or HParams already read, such as
     a saved run's) with `overrides` on top (a dict, or hparams_override's `key=value,...` text);
-    num_classes follows `dataset`. The one assembly the command line, new_run and the scripts use."""
+    num_classes follows `dataset`. The one assembly the command line, new_run and the scripts use.
+
+    A value refused is blamed on the setting the user gave: `sources` maps an override's key to
+    the setting it came from (default hparams_override; the command line's train_steps: the flag).
+    When the preset's value breaks a rule with an override (fast's warmup_steps with a smaller
+    train_steps), the message names the override and says which preset key must change with it."""
     hps = load_preset(preset) if isinstance(preset, str) else preset
     overrides = parse_overrides(overrides) if isinstance(overrides, str) else dict(overrides or {})
     values = {**hps._asdict(), **overrides, 'num_classes': num_classes_of(dataset, overrides.get('num_classes'))}
-    return make_hparams(values, source='hparams_override')
+    try:
+        return make_hparams(values)
+    except HParamsError as e:
+        origin = f'preset {preset}' if isinstance(preset, str) else 'the run'
+        raise _blamed(e, overrides, dict(sources or {}), origin) from None
+
+
+def _blamed(error, overrides, sources, origin):
+    """`error` (a rule of one hparam broken) worded for the setting the user gave (see build_hparams)."""
+
+    def source(key):
+        return sources.get(key, 'hparams_override')
+
+    def named(key, text):  # 'train_steps: ...' under hparams_override; the text alone under its own flag
+        return text if source(key) == key else f'{key}: {text}'
+
+    if error.hparam is None or error.hparam in overrides:
+        return HParamsError(named(error.hparam, error.problem) if error.hparam else error.message, source(error.hparam))
+    given = [key for key in error.related if key in overrides]
+    if not given:
+        return HParamsError(error.message.removeprefix('hparam '), 'hparams_override')
+    hparam, key = error.hparam, given[0]
+    return HParamsError(
+        named(
+            key,
+            f"{origin}'s {hparam}: {error.problem}; give {hparam} too: hparams_override={hparam}=VALUE",
+        ),
+        source(key),
+        mentions=['hparams_override'],
+    )
 
 
 def num_classes_of(dataset, asked=None):

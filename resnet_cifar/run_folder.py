@@ -60,8 +60,7 @@ def _newest_configured(log_root):
 def _flat(config):
     values = config.to_json()
     return {
-        'dataset': values['dataset'],
-        'preset': values['preset'],
+        **{key: values[key] for key in ('dataset', 'preset', 'dtype') if key in values},
         **{f'hparams.{key}': value for key, value in values['hparams'].items()},
         **{f'data.{key}': value for key, value in values['data'].items()},
     }
@@ -72,7 +71,7 @@ def _check_agreement(path, config, checkpoint, held, way_out):
     configuration `checkpoint` holds."""
     ours, theirs = _flat(config), _flat(held)
     for key, value in ours.items():
-        if theirs[key] != value:
+        if key in theirs and theirs[key] != value:  # dtype: not in a checkpoint of an earlier version
             raise RunError(
                 f'{path}: {key} is {json.dumps(value)}, but {checkpoint}, the newest checkpoint, holds '
                 f'{json.dumps(theirs[key])}; {way_out}',

@@ -13,6 +13,7 @@ from resnet_cifar import hparams_schema, run_config
 from resnet_cifar.errors import UserError
 
 TOP_KEYS = ('dataset', 'preset', 'hparams', 'data')
+OPTIONAL_KEYS = ('dtype',)  # recorded since a later version; a run without it trained in an unknown dtype
 # Every DataSettings field has been saved since the first version.
 DATA_KEYS = tuple(field.name for field in dataclasses.fields(run_config.DataSettings))
 
@@ -32,7 +33,7 @@ def parse(saved, log_root, source, way_out):
 
     if not isinstance(saved, dict):
         refuse(f'expected a JSON object with {", ".join(TOP_KEYS)}, got {type(saved).__name__}')
-    _check_keys(saved, TOP_KEYS, '', refuse)
+    _check_keys(saved, TOP_KEYS, '', refuse, known=TOP_KEYS + OPTIONAL_KEYS)
     for key in ('hparams', 'data'):
         if not isinstance(saved[key], dict):
             refuse(f'{key}: expected a JSON object, got {saved[key]!r:.60}')

@@ -15,7 +15,18 @@ import sys
 
 from absl import logging
 
+from resnet_cifar import choices
+
 _set_by_setup = set()  # the environment variables setup() set, the user having set none of them
+
+
+def current_dtype():
+    """The compute dtype in effect, as --dtype names it: the one a new run records. Keras' global
+    policy is the truth (setup() sets it), so a caller that sets the policy itself is recorded too."""
+    import keras  # here: importing this module starts no TensorFlow
+
+    policy = keras.mixed_precision.global_policy().name
+    return {keras_name: dtype for dtype, keras_name in choices.DTYPE_POLICIES.items()}.get(policy, policy)
 
 
 def _environment_defaults():

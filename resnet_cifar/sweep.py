@@ -46,10 +46,13 @@ def run_sweep(root, recipe, grid=None, seeds=(0,), engine=None, milestones=('0.6
         startup.setup(dtype=plan.recipe.dtype)  # measured as the trials evaluate
         pending = [trial for trial in plan.trials if not os.path.exists(os.path.join(plan.folder(trial), RESULT))]
         if len(pending) < len(plan.trials):
-            print(f'{len(plan.trials) - len(pending)} of {len(plan.trials)} trials already have results in {root}')
+            print(
+                f'{len(plan.trials) - len(pending)} of {len(plan.trials)} trials already have results in {root}',
+                flush=True,
+            )
         failed = _train_and_measure(plan, pending, engine)
         if any(os.path.exists(os.path.join(plan.folder(trial), RESULT)) for trial in plan.recorded):
-            print(summarize(root, milestones, command))
+            print(summarize(root, milestones, command), flush=True)
     return failed
 
 
@@ -81,7 +84,11 @@ def _train_and_measure(plan, trials, engine):
             except Exception as e:  # noqa: BLE001  (one trial's failure must not stop the others)
                 failed.append(trial.name)
                 message = (e.line() if isinstance(e, UserError) else f'{type(e).__name__}: {e}').strip()
-                print(f'{trial.name} failed: {message.splitlines()[0]}; see {plan.log(trial)}', file=sys.stderr)
+                print(
+                    f'{trial.name} failed: {message.splitlines()[0]}; see {plan.log(trial)}',
+                    file=sys.stderr,
+                    flush=True,
+                )
     return failed
 
 
@@ -132,9 +139,10 @@ def measure_trial(plan, trial, outcome):
     if os.path.basename(final) not in kept:
         raise UserError(f'no final checkpoint {final}')
     result = {'seed': trial.seed, 'final_checkpoint': final}
+    label = f'{trial.name}: measuring: '  # its progress lines, among the other trials' lines
     for name, flip in (('test_precision', False), ('test_precision_flip', True)):
         flipped = dataclasses.replace(config, hparams=config.hparams._replace(flip_tta=flip))
-        result[name] = float(evaluation.score_checkpoint(flipped, final)['precision'])
+        result[name] = float(evaluation.score_checkpoint(flipped, final, label=label)['precision'])
     if config.data.validation_size:
         evals = sweep_results.read_evals(folder, 'validation')
         if not evals:
@@ -144,7 +152,7 @@ def measure_trial(plan, trial, outcome):
         if os.path.basename(checkpoint) not in kept:
             raise UserError(f'the checkpoint best on validation, {checkpoint}, was not kept')
         result.update(val_step=best['step'], val_precision=best['precision'], val_checkpoint=checkpoint)
-        result['val_test_precision'] = float(evaluation.score_checkpoint(config, checkpoint)['precision'])
+        result['val_test_precision'] = float(evaluation.score_checkpoint(config, checkpoint, label=label)['precision'])
     result.update(sweep_results.read_launch(os.path.join(folder, LAUNCH)))
     json_files.write_json(os.path.join(folder, RESULT), result)
     return result

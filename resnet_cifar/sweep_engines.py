@@ -19,11 +19,10 @@ import sys
 import threading
 import time
 
-from resnet_cifar import process_settings, startup
+from resnet_cifar import choices, process_settings, startup
 from resnet_cifar.errors import UserError
 
 THREAD_VARIABLES = ('OMP_NUM_THREADS', 'TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS')
-RAY_INSTALL = "pip install 'resnet-cifar[ray]'"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +143,7 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise UserError(f'Ray is not installed; install it with: {RAY_INSTALL}', 'engine') from None
+        raise UserError(f'Ray is not installed; install it with: {choices.install_command("ray")}', 'engine') from None
     return ray
 
 

@@ -91,14 +91,24 @@ def override_text(value):
     return value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))
 
 
+MAX_SEEDS = 1000  # trials per configuration: far more than any sweep trains
+
+
 def parse_seeds(text):
     """'3' -> [0, 1, 2]; '3,7' -> [3, 7]; '7,' -> [7]."""
     try:
-        seeds = [int(item) for item in text.split(',') if item.strip()] if ',' in text else list(range(int(text)))
+        if ',' in text:
+            seeds = [int(item) for item in text.split(',') if item.strip()]
+        else:
+            seeds = list(range(int(text))) if 0 < int(text) <= MAX_SEEDS else []
     except ValueError:
         seeds = []
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise UserError(f'expected a count N (seeds 0..N-1) or distinct seeds like 3,7; got {text!r}', 'seeds')
+    if not 0 < len(seeds) <= MAX_SEEDS or min(seeds) < 0 or max(seeds) >= 2**32 or len(set(seeds)) != len(seeds):
+        raise UserError(
+            f'expected a count N up to {MAX_SEEDS} (seeds 0..N-1) or up to {MAX_SEEDS} distinct seeds from 0 to '
+            f'{2**32 - 1} like 3,7; got {text[:60]!r}',
+            'seeds',
+        )
     return seeds
 
 

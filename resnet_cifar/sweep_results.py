@@ -22,7 +22,7 @@ from resnet_cifar.sweep_plan import configurations, override_text
 
 RESULT, LAUNCH = 'sweep_result.json', 'sweep_launch.json'
 SUMMARY_ROWS = ('mean', 'std', 'min', 'max')
-COUNTS = ('steps_', 'seconds', 'val_step')  # columns of whole numbers
+COUNTS = ('step', 'seconds', 'val_step')  # columns of whole numbers (step, steps_to_P, ...)
 PRECISIONS = ('test_precision', 'test_precision_flip', 'val_precision', 'val_test_precision')
 COLUMNS = {
     'test_precision': 'the final checkpoint on the test split, flip_tta off',
@@ -256,8 +256,7 @@ def _read_table(root):
 
 
 def compare(roots):
-    """The sweeps' configurations side by side, as a markdown table: each metric's mean ± std (n)
-    and, for each after the first, the difference of its mean from the first's ± its standard error."""
+    """The sweeps' configurations side by side (side_by_side), from each root's results.csv."""
     if len(roots) < 2:
         raise UserError(f'expected two or more sweep roots, got {len(roots)}', 'compare')
     heads, tables, columns = [], [], []
@@ -267,6 +266,13 @@ def compare(roots):
         for config, rows in configs.items():
             heads.append(f'{root} [{config}]' if config else root)
             tables.append(rows)
+    return side_by_side(heads, tables, columns)
+
+
+def side_by_side(heads, tables, columns, unit='seed'):
+    """A markdown table with a row per metric of `columns` and a column per head: the mean ± std (n)
+    of its table's rows (dicts of metric values, None: missing; a row per `unit`) and, for each head
+    after the first, the difference of its mean from the first's ± its standard error."""
     head = [*heads, *(f'{other} − {heads[0]}' for other in heads[1:])]
     lines = [f'| metric | {" | ".join(head)} |', '|' + ' --- |' * (len(head) + 1)]
     for column in columns:
@@ -276,7 +282,7 @@ def compare(roots):
         for n, mean, std, _, _ in found[1:]:
             diff, digits = mean - mean1 if n and n1 else None, 0 if column.startswith(COUNTS) else 4
             if diff is None or std is None or std1 is None:
-                cells.append('' if diff is None else f'{diff:+.{digits}f} (no SE: one seed)')
+                cells.append('' if diff is None else f'{diff:+.{digits}f} (no SE: one {unit})')
                 continue
             se = math.sqrt(std1**2 / n1 + std**2 / n)
             cells.append(f'{diff:+.{digits}f} ± {se:.{digits}f}' + (f', {diff / se:+.1f} SE' if se else ''))

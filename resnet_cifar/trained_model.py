@@ -4,6 +4,7 @@ The checkpoint says which network it holds, so neither needs the run's settings 
 """
 
 import collections
+import errno
 import os
 
 import numpy as np
@@ -22,12 +23,22 @@ from resnet_cifar import (
 )
 from resnet_cifar.errors import RunError
 
-Predictions = collections.namedtuple('Predictions', 'names probabilities labels class_names')
+TrainedModel = collections.namedtuple('TrainedModel', 'model config')  # what load() gives: (model, config)
+
+
+class Predictions(collections.namedtuple('Predictions', 'names probabilities labels class_names')):
+    """predict()'s result: each image's name, its class probabilities [N, num_classes], its label
+    (None for an image file) and the class names; describe() words it."""
+
+    def __repr__(self):
+        labelled = sum(label is not None for label in self.labels)
+        return f'<Predictions of {len(self.names)} images ({labelled} labelled) over {len(self.class_names)} classes>'
 
 
 def load(log_root=None, checkpoint=None):
-    """(model, config): the trained network of `checkpoint`, or of the newest readable checkpoint
-    in log_root (its weight average, when it holds one), and the RunConfig it was trained with.
+    """TrainedModel(model, config): the trained network of `checkpoint`, or of the newest readable
+    checkpoint in log_root (its weight average, when it holds one), and the RunConfig it was trained
+    with; `model, config = load(...)` works too.
 
     `model` is the Keras model that trains: it takes float32 images [N, 32, 32, 3] standardized
     per image (`cifar_input.standardize(uint8_images)`) and returns logits [N, num_classes].
@@ -51,7 +62,7 @@ def load(log_root=None, checkpoint=None):
     config = checkpoint_index.checkpoint_config(path)
     model = restore.restore_model(path, config.hparams)
     logging.info('using %s', path)
-    return model, config
+    return TrainedModel(model, config)
 
 
 def predict(image_paths, log_root=None, checkpoint=None, batch_size=100):
@@ -77,9 +88,9 @@ def predict(image_paths, log_root=None, checkpoint=None, batch_size=100):
     return Predictions(list(names), probabilities, list(labels), config.class_names)
 
 
-def describe(predictions, top_k=3):
-    """One line per image, its top classes with their probabilities (and its label, if known),
-    then the precision over the labelled ones."""
+def describe(predictions, top_k=3, max_images=None):
+    """One line per image (the first `max_images` of them, None: all), its top classes with their
+    probabilities (and its label, if known), then the precision over every labelled image."""
     lines, right = [], 0
     class_names = predictions.class_names
     for name, probs, label in zip(predictions.names, predictions.probabilities, predictions.labels, strict=True):
@@ -89,6 +100,8 @@ def describe(predictions, top_k=3):
             line += f' (true: {class_names[label]})'
             right += int(top[0] == label)
         lines.append(line)
+    if max_images is not None and len(lines) > max_images:
+        lines = [*lines[:max_images], f'... and {len(lines) - max_images} more images']
     labelled = sum(label is not None for label in predictions.labels)
     if labelled:
         lines.append(f'precision on the {labelled} labelled images: {right / labelled:.4f}')
@@ -113,5 +126,11 @@ def export(export_dir, log_root=None, checkpoint=None, export_format='saved_mode
         with atomic_write.staged(export_dir) as staging:
             export_formats.write(portable, config.class_names, staging, export_format)
     except (OSError, tf.errors.OpError) as e:
+        if isinstance(e, OSError) and e.errno in (errno.ENOTEMPTY, errno.EEXIST) and os.path.isdir(export_dir):
+            raise RunError(  # another export finished into it meanwhile
+                f'{export_dir} was filled by another export while this one ran; nothing was overwritten: '
+                'give a new folder',
+                'export_dir',
+            ) from None
         raise errors.write_failed(export_dir, e) from None
     return config

@@ -302,9 +302,9 @@ def train(config, strategy=None, evaluate=False):
         progress = _Progress(_summary_writer(config, chief, on_exit), strategy, hps, step)
         batches = iter(distributed_train_dataset(strategy, images, labels, hps, config.data.seed, step))
         logging.info(
-            'training %s (preset %s) on %d %s images from step %d to %d',
+            'training %s (%s) on %d %s images from step %d to %d',
             resnet_model.network_name(hps),
-            config.preset,
+            config.origin(),
             int(labels.shape[0]),
             config.dataset,
             step,

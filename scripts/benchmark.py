@@ -22,7 +22,7 @@ import os
 import resource
 import time
 
-from absl import app, flags
+from absl import flags
 
 from resnet_cifar import choices, datasets, errors, run_config, startup
 
@@ -140,4 +140,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(errors.exit_on_error(main, FLAGS))
+    errors.run_program(main, FLAGS)

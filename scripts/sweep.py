@@ -17,7 +17,7 @@ command again (or with more values or seeds) resumes and extends the sweep.
 import shlex
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from resnet_cifar import choices, datasets, errors, startup
 from resnet_cifar.errors import UserError
@@ -43,7 +43,9 @@ def define_flags():
     flags.DEFINE_string('milestones', '0.60,0.65', 'Test precisions whose steps and seconds to reach are reported.')
     flags.DEFINE_list('compare', [], 'Two or more sweep roots: print their results side by side, train nothing.')
     flags.DEFINE_enum('engine', 'local', ['local', 'ray'], 'local: processes on this machine; ray: Ray actors.')
-    flags.DEFINE_integer('parallel', 1, 'With --engine=local: how many trials train at a time.', lower_bound=1)
+    flags.DEFINE_integer(
+        'parallel', 1, 'With --engine=local: how many trials train at a time.', lower_bound=1, upper_bound=1024
+    )
     flags.DEFINE_string('ray_address', None, 'With --engine=ray: the cluster to join (default: start a local one).')
     flags.DEFINE_float('trial_cpus', 1, 'With --engine=ray: the CPUs each trial holds.')
     flags.DEFINE_float('trial_gpus', 0, 'With --engine=ray: the GPUs each trial holds.', lower_bound=0)
@@ -65,7 +67,7 @@ def make_engine():
 def main(argv):
     """Reads the flags and runs the sweep; exit code 1 when some trial failed."""
     if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+        raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
     startup.setup(dtype=FLAGS.dtype)
     from resnet_cifar import sweep, sweep_plan, sweep_results  # they import TensorFlow: after its start-up
 
@@ -91,4 +93,4 @@ def main(argv):
 
 if __name__ == '__main__':
     define_flags()
-    app.run(errors.exit_on_error(main, FLAGS, stop_hint='; run the same command to resume'))
+    errors.run_program(main, FLAGS, stop_hint='; run the same command to resume')

@@ -63,7 +63,9 @@ DAMAGED = [
     ('eval/metrics.json', lambda text: '[0.5]', 'expected a JSON object, got a list'),
     ('eval/metrics.json', _set('best_precision', 7), 'best_precision: expected a number from 0 to 1'),
     (HISTORY, lambda text: text[: text.rindex(',')], 'line 3:'),
-    (HISTORY, lambda text: '', 'line 1: expected the header'),
+    (HISTORY, lambda text: text[:-5], 'line 3: cut short'),
+    (HISTORY, lambda text: text[: text.rindex(',') + 8] + '\r\n', 'line 3:'),
+    (HISTORY, lambda text: '\n', 'line 1: expected the header'),
     (HISTORY, lambda text: '\x00\x01 binary', 'line 1: expected the header'),
     (HISTORY, lambda text: text.replace(text.splitlines()[2].split(',')[2], 'abc'), "line 3: step '2', split"),
 ]
@@ -78,7 +80,18 @@ def _read_back(name, config):
             return None
     if name == 'eval/metrics.json':
         return evaluation.evaluate_checkpoints(dataclasses.replace(config, eval_once=True))
-    return evaluation.read_history(config.eval_folder)
+    return evaluation.EvalReporter(config, tf.distribute.get_strategy())  # an eval's, which would append to it
+
+
+def test_a_damaged_history_is_not_appended_to(evaluated_run, copy_run):
+    config = copy_run(evaluated_run)
+    path = os.path.join(config.eval_folder, evaluation.HISTORY)
+    damaged = open(path).read()[:-5]
+    with open(path, 'w', newline='') as f:
+        f.write(damaged)
+    with pytest.raises(UserError, match='line 3: cut short'):
+        evaluation.append_history(config.eval_folder, {'step': 3, 'precision': 0.5, 'loss': 1.0, 'checkpoint': 'c'})
+    assert open(path, newline='').read() == damaged
 
 
 @pytest.mark.parametrize(('name', 'damage', 'said'), DAMAGED)

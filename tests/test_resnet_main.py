@@ -45,6 +45,10 @@ def test_second_run_resumes_without_repeating_flags(cli_run):
     second = cli_run['second'].stderr
     assert 'resumed from' in second and 'ckpt-6' in second
     assert 'from step 6 to 10' in second
+    log_root = cli_run['log_root']
+    assert second.splitlines()[-2].startswith(f'summary: {log_root} at step 10 of 10 after 0:')
+    assert second.splitlines()[-2].endswith(f'(this command); checkpoint {log_root}/ckpt-10')
+    assert second.splitlines()[-1] == 'summary: no test eval of this run yet'
     saved = json.load(open(os.path.join(cli_run['log_root'], 'hparams.json')))
     assert saved['hparams']['train_steps'] == 10 and saved['hparams']['batch_size'] == 32
     assert saved['data']['train_data_path'].endswith('cifar10-subset/data_batch_*.bin')

@@ -76,7 +76,8 @@ def test_a_configuration_is_one_immutable_value_saved_as_json(tmp_path):
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.eval_once = True
     saved = config.to_json()
-    assert set(saved) == {'dataset', 'preset', 'hparams', 'data'} and saved['hparams']['train_steps'] == 7
+    assert set(saved) == {'dataset', 'preset', 'hparams', 'data', 'dtype'} and saved['hparams']['train_steps'] == 7
+    assert saved['dtype'] == 'float32'  # setup()'s, the default
     again = run_config.from_json(saved, config.log_root, source='test')
     assert again == config
 

@@ -7,6 +7,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ import urllib.request
 import pytest
 from conftest import ROOT, TINY_OVERRIDE
 
-from resnet_cifar import sweep, sweep_results
+from resnet_cifar import evaluation, sweep, sweep_plan, sweep_results
 from resnet_cifar.sweep_engines import LocalEngine
 from resnet_cifar.sweep_plan import SweepRecipe
 
@@ -116,6 +117,19 @@ def test_configurations_are_ranked_on_validation_and_the_chosen_one_marked(grid_
     assert f'Chosen on validation: lrn_rate={chosen}, ' in markdown
     assert f'its test precision (the checkpoints best on validation): {test_precision:.4f}' in markdown
     assert markdown.startswith('# Sweep of ResNet-8 on cifar10: 2 configurations, 3 trials')
+
+
+def test_the_measurements_progress_lines_name_their_trial(grid_sweep, tmp_path, monkeypatch, caplog):
+    """Among the other trials' lines (on Ray, as they end), each progress line says which trial it measures."""
+    root = str(tmp_path / 'grid')
+    shutil.copytree(grid_sweep[0], root)
+    plan = sweep_plan.read_plan(root)
+    trial = next(trial for trial in plan.recorded if trial.name == 'lrn_rate=0.1/seed_0')
+    monkeypatch.setattr(evaluation, 'PROGRESS_EVERY_SECS', 0)
+    with caplog.at_level(logging.INFO):
+        sweep.measure_trial(plan, trial, 0)
+    progress = [record.getMessage() for record in caplog.records if 'evaluated ' in record.getMessage()]
+    assert progress and all(line.startswith('lrn_rate=0.1/seed_0: measuring: evaluated ') for line in progress)
 
 
 def _tensorboard(root):

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 from conftest import ROOT, TINY_OVERRIDE
 
-from resnet_cifar import sweep, sweep_engines, sweep_plan, sweep_results
+from resnet_cifar import choices, sweep, sweep_engines, sweep_plan, sweep_results
 from resnet_cifar.errors import UserError
 from resnet_cifar.sweep_plan import SweepRecipe, Trial
 
@@ -68,7 +68,7 @@ def test_seeds_and_milestones():
     assert sweep_plan.parse_seeds('3') == [0, 1, 2]
     assert sweep_plan.parse_seeds('3,7') == [3, 7]
     assert sweep_plan.parse_seeds('7,') == [7]
-    for bad in ('0', '-1', 'a', '3,3', ','):
+    for bad in ('0', '-1', 'a', '3,3', ',', '100000000000', '1001', '4294967296,'):  # the last three: bounds
         with pytest.raises(UserError):
             sweep_plan.parse_seeds(bad)
     assert sweep_results.parse_milestones('0.60, 0.65') == ['0.60', '0.65']
@@ -238,7 +238,11 @@ def test_engines_refuse_what_they_cannot_do(monkeypatch):
     monkeypatch.setitem(sys.modules, 'ray', None)  # as where Ray is not installed
     with pytest.raises(UserError) as error:
         sweep_engines.RayEngine()
-    assert error.value.line() == "engine: Ray is not installed; install it with: pip install 'resnet-cifar[ray]'"
+    assert error.value.line() == f'engine: Ray is not installed; install it with: {choices.install_command("ray")}'
+    monkeypatch.chdir(ROOT)  # a checkout: installed editable, as README sets it up
+    assert choices.install_command('ray') == "pip install -e '.[ray]'"
+    monkeypatch.chdir(os.path.dirname(ROOT))
+    assert choices.install_command('ray') == f"pip install -e '{ROOT}[ray]'"
 
 
 def test_a_trial_whose_folder_the_driver_cannot_see_fails_in_one_line(subset, tmp_path):
