@@ -103,6 +103,19 @@ flags.DEFINE_bool(
     "of this step). Off by default: on the CPUs measured, TensorFlow's oneDNN kernels are faster "
     '(docs/performance.md).',
 )
+flags.DEFINE_enum(
+    'input',
+    'auto',
+    list(choices.INPUT_PATHS),
+    "Training batches: tf_data (the host's cores), device (the split on each replica's device, augmented there), or "
+    'auto: device on a GPU where the split takes at most a tenth of its memory, else tf_data (docs/performance.md).',
+)
+flags.DEFINE_integer(
+    'steps_per_call',
+    10,
+    'The most training steps in one compiled call; a stop request waits at most that many steps.',
+    lower_bound=1,
+)
 
 FLAGS = flags.FLAGS
 DATA_PATHS = ('train_data_path', 'eval_data_path')
@@ -120,6 +133,8 @@ OPTIONS = (
     'eval_timeout_secs',
     'jit_compile',
     'sync_batch_norm',
+    'input',
+    'steps_per_call',
 )
 
 

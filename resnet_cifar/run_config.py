@@ -14,7 +14,7 @@ import json
 import os
 
 from resnet_cifar import json_files
-from resnet_cifar.choices import DATA_SOURCES, EVAL_SPLITS, PRESETS_DIR, is_preset_file, preset_names
+from resnet_cifar.choices import DATA_SOURCES, EVAL_SPLITS, INPUT_PATHS, PRESETS_DIR, is_preset_file, preset_names
 from resnet_cifar.datasets import CLASS_NAMES, DATASETS, data_patterns
 from resnet_cifar.errors import UserError
 from resnet_cifar.hparams_check import DEFAULT_HPARAMS, HParams, HParamsError, make_hparams
@@ -70,13 +70,23 @@ class RunConfig:
     eval_once: bool = False  # evaluate what is there, then stop, instead of waiting for new checkpoints
     eval_timeout_secs: int = 600
     jit_compile: bool = False  # XLA for the train and eval steps
+    input: str = 'auto'  # training batches: tf_data, device, or auto (device_input.choose)
+    steps_per_call: int = 10  # the most training steps in one call of the compiled loop
     sync_batch_norm: bool = False  # batch-norm statistics over the global batch
 
     def __post_init__(self):
         num_classes_of(self.dataset, self.hparams.num_classes)
         if self.eval_split not in EVAL_SPLITS:
             raise UserError(f'expected test or validation, got {self.eval_split!r}', 'eval_split')
-        for name in ('checkpoint_every_steps', 'keep_checkpoints', 'summary_every_steps', 'eval_every_steps'):
+        if self.input not in INPUT_PATHS:
+            raise UserError(f'expected one of {", ".join(INPUT_PATHS)}, got {self.input!r}', 'input')
+        for name in (
+            'checkpoint_every_steps',
+            'keep_checkpoints',
+            'summary_every_steps',
+            'eval_every_steps',
+            'steps_per_call',
+        ):
             if getattr(self, name) < 1:
                 raise UserError(f'expected a positive integer, got {getattr(self, name)!r}', name)
         object.__setattr__(self, 'train_dir', self.train_dir or os.path.join(self.log_root, 'train'))
