@@ -262,8 +262,8 @@ def training_batches(config, strategy, images, labels, step):
     hps = config.hparams
     memory = device_input.device_memory(strategy) if config.input == 'auto' else None
     path = device_input.choose(config.input, images.shape.num_elements() + 4 * labels.shape.num_elements(), memory)
-    logging.info('input: %s', {'device': "the split on each replica's device", 'tf_data': 'tf.data'}[path])
     if path == 'device':
+        logging.info("input: the training split on each replica's device, augmented there")
         return device_input.DeviceInput(strategy, images, labels, hps, config.data.seed).batch
     iterator = iter(distributed_train_dataset(strategy, images, labels, hps, config.data.seed, step))
     return lambda step: next(iterator)
