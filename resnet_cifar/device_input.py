@@ -69,10 +69,10 @@ class DeviceInput:
     @staticmethod
     def _place(device, images, labels, coins):
         """Copies of the split on `device` (None: TensorFlow's choice): its images as rows of pixels
-        [N * 32, 32 * 3], labels and alternating_flip's coins."""
+        [N * 32, 32 * 3], labels and alternating_flip's coins. Tensors, not variables: a compiled
+        call reads them where they are, and nothing saves them."""
         with tf.device(device):
-            rows = tf.Variable(tf.reshape(images, [-1, IMAGE_SIZE * DEPTH]), trainable=False, name='train_rows')
-            return rows, tf.Variable(labels, trainable=False), tf.Variable(coins, trainable=False)
+            return tuple(tf.identity(t) for t in (tf.reshape(images, [-1, IMAGE_SIZE * DEPTH]), labels, coins))
 
     def batch(self, step):
         """Global batch `step` (an int64 tensor), each replica its share: (images, labels) as
