@@ -22,7 +22,8 @@ import time
 from absl import flags, logging
 
 from resnet_cifar import choices, datasets, errors, run_config, startup
-from resnet_cifar.hparams_check import MAX_BATCH, MAX_STEPS, make_hparams
+from resnet_cifar.hparams_check import make_hparams
+from resnet_cifar.hparams_schema import MAX_BATCH, MAX_STEPS
 
 # The command the user runs, as --help shows it: `resnet-cifar` when resnet_cifar/__main__.py runs
 # this file (it sets PROGRAM), else this file.
@@ -158,6 +159,19 @@ flags.DEFINE_bool(
     "of this step). Off by default: on the CPUs measured, TensorFlow's oneDNN kernels are faster "
     '(docs/performance.md).',
 )
+flags.DEFINE_enum(
+    'input',
+    'auto',
+    list(choices.INPUT_PATHS),
+    "Training batches: tf_data (the host's cores), device (the split on each replica's device, augmented there), or "
+    'auto: device on a GPU where the split takes at most a tenth of its memory, else tf_data (docs/performance.md).',
+)
+flags.DEFINE_integer(
+    'steps_per_call',
+    10,
+    'The most training steps in one compiled call; a stop request waits at most that many steps.',
+    lower_bound=1,
+)
 
 FLAGS = flags.FLAGS
 DATA_PATHS = ('train_data_path', 'eval_data_path')
@@ -175,6 +189,8 @@ OPTIONS = (
     'eval_timeout_secs',
     'jit_compile',
     'sync_batch_norm',
+    'input',
+    'steps_per_call',
 )
 
 

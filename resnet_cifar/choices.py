@@ -9,6 +9,7 @@ MODES = ('train', 'eval', 'train_and_eval', 'predict', 'export')
 EXPORT_FORMATS = ('saved_model', 'keras', 'litert', 'onnx')  # export_formats.py writes each
 DATA_SOURCES = ('binary', 'tfds', 'synthetic')
 EVAL_SPLITS = ('test', 'validation')
+INPUT_PATHS = ('auto', 'tf_data', 'device')  # training batches: chosen, tf.data on the host, or on the device
 STRATEGIES = ('default', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
 DTYPE_POLICIES = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16', 'float16': 'mixed_float16'}  # Keras' names
 DTYPES = (*DTYPE_POLICIES, 'auto')  # auto: the one measured fastest on the machine (dtype_speed.py)

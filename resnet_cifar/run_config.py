@@ -14,7 +14,15 @@ import json
 import os
 
 from resnet_cifar import json_files, startup
-from resnet_cifar.choices import DATA_SOURCES, DTYPE_POLICIES, EVAL_SPLITS, PRESETS_DIR, is_preset_file, preset_names
+from resnet_cifar.choices import (
+    DATA_SOURCES,
+    DTYPE_POLICIES,
+    EVAL_SPLITS,
+    INPUT_PATHS,
+    PRESETS_DIR,
+    is_preset_file,
+    preset_names,
+)
 from resnet_cifar.datasets import CLASS_NAMES, DATASETS, data_patterns
 from resnet_cifar.errors import UserError
 from resnet_cifar.hparams_check import HParamsError, make_hparams
@@ -73,6 +81,8 @@ class RunConfig:
     eval_once: bool = False  # evaluate what is there, then stop, instead of waiting for new checkpoints
     eval_timeout_secs: int = 600
     jit_compile: bool = False  # XLA for the train and eval steps
+    input: str = 'auto'  # training batches: tf_data, device, or auto (device_input.choose)
+    steps_per_call: int = 10  # the most training steps in one call of the compiled loop
     sync_batch_norm: bool = False  # batch-norm statistics over the global batch
 
     def __post_init__(self):
@@ -81,7 +91,12 @@ class RunConfig:
             raise UserError(f'expected one of {", ".join(DTYPE_POLICIES)}, got {self.dtype!r}', 'dtype')
         if self.eval_split not in EVAL_SPLITS:
             raise UserError(f'expected test or validation, got {self.eval_split!r}', 'eval_split')
-        counts = {name: MAX_STEPS for name in ('checkpoint_every_steps', 'summary_every_steps', 'eval_every_steps')}
+        if self.input not in INPUT_PATHS:
+            raise UserError(f'expected one of {", ".join(INPUT_PATHS)}, got {self.input!r}', 'input')
+        counts = {
+            name: MAX_STEPS
+            for name in ('checkpoint_every_steps', 'summary_every_steps', 'eval_every_steps', 'steps_per_call')
+        }
         for name, most in {**counts, 'keep_checkpoints': MAX_STEPS, 'eval_batch_size': MAX_BATCH}.items():
             if not _is_int(getattr(self, name)) or not 0 < getattr(self, name) <= most:
                 raise UserError(f'expected a positive integer up to {most}, got {getattr(self, name)!r}', name)

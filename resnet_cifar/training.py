@@ -24,6 +24,7 @@ import resnet_model
 from resnet_cifar import (
     atomic_write,
     checkpoint_index,
+    device_input,
     devices,
     errors,
     evaluation,
@@ -237,16 +238,57 @@ def _evaluate(eval_reporter, model, step, path):
         logging.warning('eval at step %d failed, training goes on: %s', step, line)
 
 
-def _run_steps(config, train_op, batches, step, manager, progress, eval_reporter, stop):
+def training_batches(config, strategy, images, labels, step):
+    """A function of the step (an int64 tensor) giving that global batch as strategy.run hands it
+    out: from the tf.data pipeline from `step` on, or made on the device (config.input, see
+    device_input.choose). Called inside the compiled steps, once per step, in order."""
+    hps = config.hparams
+    memory = device_input.device_memory(strategy) if config.input == 'auto' else None
+    path = device_input.choose(config.input, images.shape.num_elements() + 4 * labels.shape.num_elements(), memory)
+    if path == 'device':
+        logging.info("input: the training split on each replica's device, augmented there")
+        return device_input.DeviceInput(strategy, images, labels, hps, config.data.seed).batch
+    iterator = iter(distributed_train_dataset(strategy, images, labels, hps, config.data.seed, step))
+    return lambda step: next(iterator)
+
+
+def compiled_steps(train_op, next_batch):
+    """One tf.function taking `count` training steps in a row (a tf.while_loop, as Keras'
+    steps_per_execution): no return to Python between them. Returns the last step's metrics and
+    the first step's images (for the image summary)."""
+
+    @tf.function
+    def run(count):
+        images, labels = next_batch(train_op.state.step.read_value())
+        metrics = train_op.train_step(images, labels)
+        for _ in tf.range(count - 1):
+            metrics = train_op.train_step(*next_batch(train_op.state.step.read_value()))
+        return metrics, images
+
+    return run
+
+
+def _steps_to_take(config, step, evaluating):
+    """How many steps the next call takes: up to the next progress line, checkpoint or eval, the
+    end, and never more than steps_per_call, so a stop request waits at most that many steps."""
+    everies = [config.summary_every_steps, config.checkpoint_every_steps] + [config.eval_every_steps] * evaluating
+    due = min(every - step % every for every in everies)
+    return min(due, config.steps_per_call, config.hparams.train_steps - step)
+
+
+def _run_steps(config, train_op, next_batch, step, manager, progress, eval_reporter, stop):
     """Takes steps from `step` to train_steps, or until a stop request, after which the step
     reached is saved; returns it. Saves every checkpoint_every_steps and at the end; with an
-    eval_reporter, saves and evaluates every eval_every_steps and at the end."""
+    eval_reporter, saves and evaluates every eval_every_steps and at the end. Between these
+    nothing waits for the device: the steps run steps_per_call at a time, and the stop request is
+    polled between calls."""
     train_steps, model = config.hparams.train_steps, train_op.state.model
+    run = compiled_steps(train_op, next_batch)
     metrics = saved_step = None
-    while step < train_steps and not stop.signal:
-        batch_images, batch_labels = next(batches)
-        metrics = train_op.train_step(batch_images, batch_labels)
-        step += 1
+    while step < train_steps and not stop.poll():
+        count = _steps_to_take(config, step, eval_reporter is not None)
+        metrics, batch_images = run(tf.constant(count, tf.int64))
+        step += count
         last = step == train_steps
         if step % config.summary_every_steps == 0 or last:
             _check_finite(manager, model, step, metrics['cost'])
@@ -300,7 +342,7 @@ def train(config, strategy=None, evaluate=False):
             run_folder.write_config(config)
         eval_reporter = on_exit.enter_context(evaluation.EvalReporter(config, strategy)) if evaluate else None
         progress = _Progress(_summary_writer(config, chief, on_exit), strategy, hps, step)
-        batches = iter(distributed_train_dataset(strategy, images, labels, hps, config.data.seed, step))
+        next_batch = training_batches(config, strategy, images, labels, step)
         logging.info(
             'training %s (%s) on %d %s images from step %d to %d',
             resnet_model.network_name(hps),
@@ -310,7 +352,7 @@ def train(config, strategy=None, evaluate=False):
             step,
             hps.train_steps,
         )
-        step = _run_steps(config, train_op, batches, step, manager, progress, eval_reporter, stop)
+        step = _run_steps(config, train_op, next_batch, step, manager, progress, eval_reporter, stop)
         if stop.signal:
             logging.info('stopped by %s at step %d; run the same command to resume', stop.signal, step)
             return TrainResult(step, stop.signal)

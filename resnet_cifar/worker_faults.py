@@ -191,16 +191,22 @@ def _join(leader, me, deadline):
 
 
 class StopRequest:
-    """Within `with`, SIGTERM and SIGINT become a request the training loop honours after its
-    current step: `signal` is the signal's name from then on, read once per step."""
+    """Within `with`, SIGTERM and SIGINT become a request the training loop honours where it
+    checks: poll() takes the request in, once per check, and returns the signal's name or None;
+    `signal` is what the last poll() found, and reading it changes nothing."""
 
     def __enter__(self):
-        self.signal = None
+        self.signal = self.asked = None
         self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
         return self
 
     def _handle(self, signum, frame):
-        self.signal = signal.Signals(signum).name
+        self.asked = signal.Signals(signum).name
+
+    def poll(self):
+        """The stop to honour now: the signal's name, or None."""
+        self.signal = self.signal or self.asked
+        return self.signal
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -212,14 +218,15 @@ class _AgreedStop(Exception):
 
 
 class ClusterStopRequest:
-    """StopRequest for several workers: a stop asked of any of them is honoured by all at one step.
-    Each read of `signal` is a step to PreemptionCheckpointHandler: read it once per step."""
+    """StopRequest for several workers: a stop asked of any of them is honoured by all at one check.
+    Each poll() is a step to PreemptionCheckpointHandler, so every worker polls at the same steps;
+    `signal` is what the last poll() found, and reading it changes nothing."""
 
     def __init__(self, strategy):
         self.strategy = strategy
 
     def __enter__(self):
-        self.asked = self.agreed = None
+        self.asked = self.signal = None
         self._folder = worker_folder('preemption')  # the handler's own checkpoint, never saved
         folder = self._folder.__enter__()
         self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -244,17 +251,16 @@ class ClusterStopRequest:
     def _agreed(self):
         raise _AgreedStop
 
-    @property
-    def signal(self):
-        """None, or from the agreed step on the name of the signal (SIGTERM when a peer's stop
+    def poll(self):
+        """None, or from the agreed check on the name of the signal (SIGTERM when a peer's stop
         reached this worker)."""
-        if self.agreed is None and self.handler is not None:  # after `with`: as it was left
+        if self.signal is None and self.handler is not None:  # after `with`: as it was left
             try:
                 with tensorflow_warnings_off():  # a deprecation inside the handler
                     self.handler.save_checkpoint_if_preempted()
             except _AgreedStop:
-                self.agreed = self.asked or 'SIGTERM'
-        return self.agreed
+                self.signal = self.asked or 'SIGTERM'
+        return self.signal
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():

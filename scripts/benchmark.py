@@ -1,17 +1,26 @@
-"""Measures training, eval and input-pipeline speed and peak memory, as a training run sees them.
+"""Measures training, eval and input speed, the training loop's overhead and peak memory, as a
+training run sees them.
 
     python scripts/benchmark.py --hparams=resnet32 [--data_source=synthetic|binary --data_dir=DIR] \
-        [--steps=N] [--json]
+        [--steps=N] [--loop_steps=N] [--json]
 
 Training runs the trainer's own input pipeline and compiled step (resnet_main.py's defaults, no
-special flags); each rate is timed after warm-up. The input pipeline is timed on its own, with
-full training augmentation, on the real files when --data_dir is given (or the shared CIFAR-10
-subset is beside the checkout), else on synthetic images.
+special flags); each rate is timed after warm-up. The input is timed on its own, with full
+training augmentation, for each input path: the tf.data pipeline on the host's cores
+(`input_images_per_sec`) and the batches made on the device (`device_input_images_per_sec`), on
+the real files when --data_dir is given (or the shared CIFAR-10 subset is beside the checkout),
+else on synthetic images, repeated to CIFAR's 50,000 training images.
 
-The report also describes the machine (machine.describe_machine): the CPU model, its AVX2, AVX-512,
-AVX512_BF16, AVX512_FP16 and AMX flags, the instruction set oneDNN reports it dispatches to (one small convolution
-in a child process with ONEDNN_VERBOSE=1), TensorFlow's thread settings and the GPUs, so that rates
-from different machines are not compared as if they were one.
+The loop's overhead: the trainer (training.train, as a run calls it, its progress lines and
+stop checks included) against a bare tf.function loop of one step per call over the same batches,
+on a network small enough that the overhead shows (LOOP_NETWORK), in steps per second. The
+trainer's rate is the images/sec of its last progress line, which counts training time only.
+
+The report also gives the network's multiply-adds per image (its convolutions and dense layers,
+one forward pass) and describes the machine (machine.describe_machine): the CPU model, its AVX2,
+AVX-512, AVX512_BF16, AVX512_FP16 and AMX flags, the instruction set oneDNN reports it dispatches to (one small
+convolution in a child process with ONEDNN_VERBOSE=1), TensorFlow's thread settings and the GPUs,
+so that rates from different machines are not compared as if they were one.
 
 TensorFlow starts as a run's does, with startup.setup() once the flags are read: the modules that
 import it are imported after that, where they are used.
@@ -20,6 +29,7 @@ import it are imported after that, where they are used.
 import json
 import os
 import resource
+import tempfile
 import time
 
 from absl import flags
@@ -37,8 +47,19 @@ flags.DEFINE_bool('jit_compile', False, 'As resnet_main.py --jit_compile.')
 flags.DEFINE_integer('seed', 0, 'Seed of weight initialization, data order and augmentation.')
 flags.DEFINE_integer('steps', 20, 'Timed training steps (and input batches x 10).', lower_bound=1)
 flags.DEFINE_integer('warmup', 3, 'Untimed steps first: tracing and allocation.', lower_bound=1)
+flags.DEFINE_integer(
+    'loop_steps', 200, "Timed steps of the loop's overhead, trainer and bare loop each.", lower_bound=1
+)
+flags.DEFINE_enum('input', 'auto', list(choices.INPUT_PATHS), "As resnet_main.py --input, for the loop's overhead.")
+flags.DEFINE_integer(
+    'steps_per_call', 10, "As resnet_main.py --steps_per_call, for the loop's overhead.", lower_bound=1
+)
 flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
 FLAGS = flags.FLAGS
+CIFAR_TRAINING_IMAGES = 50000
+# The loop's overhead is timed on the 2016 ResNet-8 at a quarter of its widths and batch 32: small enough
+# that a loop's per-step cost shows against the step's own.
+LOOP_NETWORK = {'num_residual_units': 1, 'filters': [4, 4, 8, 16], 'batch_size': 32}
 
 
 def _rate(count, seconds):
@@ -62,18 +83,146 @@ def _load(split):
     return images, labels, source
 
 
+def _cifar_sized(images, labels):
+    """The split repeated (and cut) to CIFAR's 50,000 training images: the device holds and
+    gathers from as many as a real run's."""
+    import tensorflow as tf
+
+    repeats = -(-CIFAR_TRAINING_IMAGES // int(labels.shape[0]))
+    return tf.tile(images, [repeats, 1, 1, 1])[:CIFAR_TRAINING_IMAGES], tf.tile(labels, [repeats])[
+        :CIFAR_TRAINING_IMAGES
+    ]
+
+
 def measure_input(hps):
+    """Images per second through each input path alone, with hps' augmentation."""
+    import tensorflow as tf
+
     import cifar_input
+    from resnet_cifar import device_input
 
     images, labels, source = _load('input')
-    batches = iter(cifar_input.train_dataset(images, labels, hps.batch_size, seed=FLAGS.seed))
+    images, labels = _cifar_sized(images, labels)
+    augmentation = dict(cutout=hps.cutout, translate=hps.translate, reflect_pad=hps.reflect_pad)
+    dataset = cifar_input.train_dataset(
+        images, labels, hps.batch_size, seed=FLAGS.seed, alternating_flip=hps.alternating_flip, **augmentation
+    )
+    batches = iter(dataset)
     for _ in range(FLAGS.warmup):
         next(batches)
     count = FLAGS.steps * 10
     start = time.perf_counter()
     for _ in range(count):
         next(batches)
-    return {'input_images_per_sec': _rate(count * hps.batch_size, time.perf_counter() - start), 'input_data': source}
+    tf_data_rate = _rate(count * hps.batch_size, time.perf_counter() - start)
+
+    made = device_input.DeviceInput(tf.distribute.get_strategy(), images, labels, hps, FLAGS.seed)
+
+    @tf.function
+    def batches_on_device(first, count):
+        """`count` batches in one call; each is made whole (the augmentation is one XLA call)."""
+        checksum = tf.constant(0.0)
+        for step in tf.range(first, first + count):
+            batch_images, _ = made.batch(step)
+            checksum += batch_images[0, 0, 0, 0]
+        return checksum
+
+    float(batches_on_device(tf.constant(0, tf.int64), tf.constant(FLAGS.warmup, tf.int64)))
+    start = time.perf_counter()
+    float(batches_on_device(tf.constant(FLAGS.warmup, tf.int64), tf.constant(count, tf.int64)))
+    return {
+        'input_images_per_sec': tf_data_rate,
+        'device_input_images_per_sec': _rate(count * hps.batch_size, time.perf_counter() - start),
+        'input_data': source,
+        'input_examples': CIFAR_TRAINING_IMAGES,
+    }
+
+
+def measure_loop_overhead(strategy):
+    """Steps per second of the trainer and of a bare loop of one tf.function call per step, over
+    the same batches (--input), on LOOP_NETWORK."""
+    import keras
+    import tensorflow as tf
+
+    import resnet_model
+    from resnet_cifar import run_config, training
+
+    data_dir = FLAGS.data_dir or (datasets.SHARED_SUBSET if os.path.isdir(datasets.SHARED_SUBSET) else None)
+    if FLAGS.data_source == 'binary':
+        data = run_config.data_settings(FLAGS.dataset, data_dir, seed=FLAGS.seed)
+    else:
+        data = run_config.DataSettings(data_source='synthetic', seed=FLAGS.seed)
+    steps = FLAGS.loop_steps
+    overrides = {**LOOP_NETWORK, 'train_steps': 2 * steps}
+    with tempfile.TemporaryDirectory() as log_root:
+        config = run_config.new_run(
+            log_root,
+            overrides=overrides,
+            dataset=FLAGS.dataset,
+            data=data,
+            summary_every_steps=steps,
+            checkpoint_every_steps=2 * steps,
+            input=FLAGS.input,
+            steps_per_call=FLAGS.steps_per_call,
+        )
+        training.train(config, strategy)  # the second progress line's rate: steps `steps` to 2 * `steps`
+        trainer_rate = _last_images_per_sec(config.train_folder) / LOOP_NETWORK['batch_size']
+
+    keras.utils.set_random_seed(FLAGS.seed)
+    train_op = resnet_model.ResNet(config.hparams).build_train_op(strategy)
+    images, labels = run_config.load_split(config, 'train')
+    next_batch = training.training_batches(config, strategy, images, labels, 0)
+
+    @tf.function
+    def one_step():
+        return train_op.train_step(*next_batch(train_op.state.step.read_value()))
+
+    for _ in range(steps):  # as the trainer, timed from the second `steps` on
+        metrics = one_step()
+    float(metrics['cost'])
+    start = time.perf_counter()
+    for _ in range(steps):
+        metrics = one_step()
+    float(metrics['cost'])
+    bare_rate = steps / (time.perf_counter() - start)
+    return {
+        'loop_trainer_steps_per_sec': round(trainer_rate, 1),
+        'loop_bare_steps_per_sec': round(bare_rate, 1),
+        'loop_trainer_share': round(trainer_rate / bare_rate, 3),
+        'loop_network': LOOP_NETWORK,
+        'loop_input': FLAGS.input,
+        'loop_steps_per_call': FLAGS.steps_per_call,
+    }
+
+
+def _last_images_per_sec(train_dir):
+    """The images/sec summary of the last progress line in `train_dir`'s event files."""
+    import tensorflow as tf
+
+    values = []
+    for name in sorted(os.listdir(train_dir)):
+        for record in tf.data.TFRecordDataset(os.path.join(train_dir, name)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            values += [
+                (event.step, float(tf.make_ndarray(v.tensor))) for v in event.summary.value if v.tag == 'images/sec'
+            ]
+    return max(values)[1]
+
+
+def multiply_adds(model):
+    """Multiply-adds of one forward pass of one image through `model`'s convolutions and dense
+    layers (the rest, batch norm, activations and pooling, is a few percent of them)."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kernel_h, kernel_w, channels_in, channels_out = layer.kernel.shape
+            _, height, width, _ = layer.output.shape
+            total += height * width * channels_out * kernel_h * kernel_w * channels_in
+        elif isinstance(layer, keras.layers.Dense):
+            total += layer.kernel.shape[0] * layer.kernel.shape[1]
+    return int(total)
 
 
 def measure_train_and_eval(hps, strategy):
@@ -128,9 +277,14 @@ def main(argv):
         **machine.describe_machine(),
         'onednn_isa': machine.onednn_isa(),  # before the timing, in a child process: the rates are not affected
     }
+    import resnet_model
+
+    result['multiply_adds_per_image'] = multiply_adds(resnet_model.network(hps))
     result.update(measure_train_and_eval(hps, strategy))
-    result.update(measure_input(hps))
+    # Training's and eval's: the input measurements below hold CIFAR's 50,000 images twice more.
     result['peak_memory_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result.update(measure_input(hps))
+    result.update(measure_loop_overhead(strategy))
     result.update({'steps': FLAGS.steps, 'tensorflow': tf.__version__})
     if FLAGS.json:
         print(json.dumps(result))

@@ -24,6 +24,7 @@ def run_benchmark(subset, **env):
         f'--data_dir={subset}',
         '--steps=2',
         '--warmup=1',
+        '--loop_steps=3',
         '--json',
         env={**environment, 'ONEDNN_VERBOSE': '1', **env},
     )
@@ -35,8 +36,12 @@ def run_benchmark(subset, **env):
 
 def test_benchmark_emits_every_field_and_trains_on_onednn_by_default(subset):
     report, output = run_benchmark(subset)
-    for rate in ('train_images_per_sec', 'eval_images_per_sec', 'input_images_per_sec', 'peak_memory_mb'):
+    rates = ('train_images_per_sec', 'eval_images_per_sec', 'input_images_per_sec', 'device_input_images_per_sec')
+    for rate in (*rates, 'loop_trainer_steps_per_sec', 'loop_bare_steps_per_sec', 'peak_memory_mb'):
         assert report[rate] > 0, rate
+    # ResNet-8's 3x3 convolutions at 32x32 (16 filters), 16x16 (32) and 8x8 (64) and its dense layer
+    convolutions = 32 * 32 * 16 * 9 * (3 + 16 + 16) + 16 * 16 * 32 * 9 * (16 + 32) + 8 * 8 * 64 * 9 * (32 + 64)
+    assert report['multiply_adds_per_image'] == convolutions + 64 * 10
     assert report['train_data'] == 'binary' and report['input_data'] == 'binary'
     assert report['batch_size'] == 32 and report['steps'] == 2
     assert report['jit_compile'] is False

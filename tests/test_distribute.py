@@ -31,11 +31,12 @@ def _two_replicas(case):
     return json.loads(result.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize('case', ['one_step', 'fast_steps'])
+@pytest.mark.parametrize('case', ['one_step', 'fast_steps', 'device_input_steps'])
 def test_two_replicas_take_the_same_steps_as_one_device(case):
-    """The 2016 recipe's step, and the fast preset's steps with every switch, on two replicas."""
+    """The 2016 recipe's step, the fast preset's steps with every switch, and steps on batches
+    made on the device, each replica its slice, on two replicas."""
     measured = _two_replicas(case)
-    assert measured['replicas'] == 2
+    assert measured['replicas'] == 2 and not measured.get('unequal_batches')
     assert measured['update_norm'] > 1e-3, 'the steps must change the weights'
     assert measured['loss_difference'] < 1e-5, measured
     assert measured['weights_difference'] < 1e-5, measured

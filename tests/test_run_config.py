@@ -90,7 +90,12 @@ def test_num_classes_follows_the_dataset(tmp_path):
 
 @pytest.mark.parametrize(
     'options, key',
-    [({'eval_split': 'train'}, 'eval_split'), ({'summary_every_steps': 0}, 'summary_every_steps')],
+    [
+        ({'eval_split': 'train'}, 'eval_split'),
+        ({'summary_every_steps': 0}, 'summary_every_steps'),
+        ({'input': 'gpu'}, 'input'),
+        ({'steps_per_call': 0}, 'steps_per_call'),
+    ],
 )
 def test_impossible_options_are_refused_naming_the_setting(tmp_path, options, key):
     with pytest.raises(UserError) as error:

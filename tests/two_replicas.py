@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import cifar_input
 import resnet_model
-from resnet_cifar import fast_network
+from resnet_cifar import device_input, fast_network, training
 from resnet_cifar.hparams_check import make_hparams
 from resnet_cifar.run_config import build_hparams
 
@@ -82,6 +82,50 @@ def _steps_compared(hps, steps):
         'loss_difference': _relative_difference(actual['cost'].numpy(), expected['cost'].numpy()),
         'weights_difference': _relative_difference(_flat(mirrored.state.model), _flat(single_model)),
         'update_norm': float(np.linalg.norm(_flat(single_model) - initial)),
+    }
+
+
+def device_input_steps():
+    """Batches made on the device (cutout, alternating flips): each of two replicas makes its slice
+    of the global batch, which one device makes whole, the same to the bit over three epochs; and
+    the training step on them (with cutout), at step 4 (the third epoch), is one device's."""
+    rng = np.random.default_rng(3)
+    images = tf.constant(rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8))
+    labels = tf.constant(rng.integers(0, 10, 40, dtype=np.int32))
+    strategy = _two_replicas()
+
+    def made_on_each(hps):
+        one = device_input.DeviceInput(tf.distribute.get_strategy(), images, labels, hps, 5)
+        return one, device_input.DeviceInput(strategy, images, labels, hps, 5)
+
+    one, two = made_on_each(HPS._replace(cutout=8, alternating_flip=True))
+    unequal = 0
+    for step in tf.range(7, dtype=tf.int64):
+        whole, sliced = one.batch(step), tf.function(two.batch)(step)
+        for tensor, slices in zip(whole, sliced, strict=True):
+            unequal += not np.array_equal(tensor, np.concatenate(strategy.experimental_local_results(slices)))
+
+    hps = HPS._replace(cutout=8)
+    one, two = made_on_each(hps)
+
+    keras.utils.set_random_seed(0)
+    single_op = resnet_model.ResNet(hps, sync_batch_norm=True).build_train_op()
+    single = single_op.state.model
+    initial = _flat(single)
+    mirrored_op = resnet_model.ResNet(hps, sync_batch_norm=True).build_train_op(strategy)
+    mirrored = mirrored_op.state.model
+    mirrored.set_weights(single.get_weights())
+    for train_op in (single_op, mirrored_op):
+        train_op.state.step.assign(4)
+    expected, _ = training.compiled_steps(single_op, one.batch)(tf.constant(1, tf.int64))
+    actual, _ = training.compiled_steps(mirrored_op, two.batch)(tf.constant(1, tf.int64))
+    return {
+        'replicas': strategy.num_replicas_in_sync,
+        'unequal_batches': unequal,
+        'loss': [float(expected['cost']), float(actual['cost'])],
+        'loss_difference': _relative_difference(actual['cost'].numpy(), expected['cost'].numpy()),
+        'weights_difference': _relative_difference(_flat(mirrored), _flat(single)),
+        'update_norm': float(np.linalg.norm(_flat(single) - initial)),
     }
 
 
