@@ -59,6 +59,7 @@ def resume_checkpoint(config, repair=True):
     if repair:
         checkpoint_index.remove_unfinished_saves(log_root)
     _check_same_training_images(path, config)
+    _check_same_dtype(path, config)
     return path
 
 
@@ -84,4 +85,17 @@ def _check_same_training_images(path, config):
             f'cannot resume: {path} was trained with {started}; resuming with {asked} would change which images '
             'are training images; drop that setting, or use another log_root',
             mentions=[*changed, 'log_root'],
+        )
+
+
+def _check_same_dtype(path, config):
+    """Refuses a resume in another compute dtype: a run's numbers come from one dtype, which its
+    folder records (a run of an earlier version recorded none, and resumes in any)."""
+    saved = checkpoint_index.checkpoint_config(path).dtype
+    if saved and config.dtype and saved != config.dtype:
+        raise RunError(
+            f'cannot resume in {config.dtype}: {path} was trained in {saved}; resume with dtype={saved} '
+            '(a run keeps one dtype), or start a new run in another log_root',
+            'dtype',
+            ['dtype', 'log_root'],
         )

@@ -47,7 +47,7 @@ def test_versions_only_add_keys_at_the_end():
         ({'use_bottleneck': True, 'filters': [16, 18, 32, 64]}, 'filters: expected stage widths divisible by 4'),
         ({'lr_schedule': 'cosine', 'warmup_steps': 10, 'train_steps': 10}, 'warmup_steps: expected fewer than'),
         ({'network': 'airbench', 'num_residual_units': 2}, "num_residual_units: expected 1 for network 'airbench'"),
-        ({'lr_boundaries': list(range(1, 100))}, 'lr_boundaries: expected at most 64 entries, got 99'),
+        ({'lr_boundaries': list(range(1, 102))}, 'lr_boundaries: expected up to 100 strictly increasing'),
         ({'flip_tta': 1}, 'flip_tta: expected true or false, got 1'),
     ],
 )

@@ -65,7 +65,7 @@ def test_resume_with_another_architecture_is_refused(cli_run, parsed_flags):
     before = sorted(os.listdir(cli_run['log_root']))
     parsed_flags('--log_root', cli_run['log_root'], '--hparams=resnet110')
     with pytest.raises(UserError) as error:
-        resnet_main.build_config()
+        resnet_main.build_config('float32')
     line = error.value.line(resnet_main.flag_name)
     for fragment in ('holds a run of preset resnet32', 'num_residual_units=1', 'resnet110', '--log_root'):
         assert fragment in line

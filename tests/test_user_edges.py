@@ -31,7 +31,7 @@ def parsed_flags():
 def _build_config_error(tmp_path, *args):
     resnet_main.FLAGS(['resnet_main.py', f'--log_root={tmp_path / "run"}', f'--data_dir={tmp_path}', *args])
     with pytest.raises(UserError) as error:
-        resnet_main.build_config()
+        resnet_main.build_config('float32')
     return error.value.line(resnet_main.flag_name)
 
 
