@@ -21,7 +21,7 @@ import time
 
 from absl import flags, logging
 
-from resnet_cifar import choices, datasets, errors, run_config, startup
+from resnet_cifar import choices, cluster_rendezvous, datasets, errors, run_config, startup
 from resnet_cifar.hparams_check import make_hparams
 from resnet_cifar.hparams_schema import MAX_BATCH, MAX_STEPS
 
@@ -269,7 +269,7 @@ def main(argv):
     started = time.time()
     check_before_start()
     dtype = startup.setup(FLAGS.num_gpus, FLAGS.deterministic, FLAGS.dtype, flag_name)
-    from resnet_cifar import devices, evaluation, machine, run_summary, trained_model, training, worker_faults
+    from resnet_cifar import devices, evaluation, machine, run_summary, trained_model, training
 
     if FLAGS.mode == 'predict':
         predictions = trained_model.predict(FLAGS.images, FLAGS.log_root, FLAGS.checkpoint, FLAGS.eval_batch_size)
@@ -280,7 +280,7 @@ def main(argv):
         print(f'exported {config.preset} on {config.dataset} to {FLAGS.export_dir}')
         return 0
     if FLAGS.distribution_strategy == 'multi_worker_mirrored':  # TensorFlow's own wait ignores signals
-        worker_faults.wait_for_cluster(FLAGS.cluster_timeout_secs)
+        cluster_rendezvous.wait_for_cluster(FLAGS.cluster_timeout_secs)
     # First: a multi-worker strategy must exist before TensorFlow's runtime starts.
     strategy = devices.make_strategy(FLAGS.distribution_strategy, FLAGS.num_gpus, FLAGS.tpu)
     logging.info('%s', machine.startup_line(strategy, dtype, flag_name))

@@ -33,6 +33,7 @@ from resnet_cifar import (
     resume,
     run_config,
     run_folder,
+    stop_requests,
     train_state,
     worker_faults,
 )
@@ -319,7 +320,7 @@ def train(config, strategy=None, evaluate=False):
     mode = 'train_and_eval' if evaluate else 'train'
     with _writable_folder(config, chief, mode) as log_root, contextlib.ExitStack() as on_exit:
         on_exit.enter_context(worker_faults.peers_watched(config.log_root))
-        stop = on_exit.enter_context(worker_faults.stop_request(strategy))  # a stop during set-up waits for step 1
+        stop = on_exit.enter_context(stop_requests.stop_request(strategy))  # a stop during set-up waits for step 1
         if evaluate and chief:  # its eval folder too, from the start: an eval started beside it is refused, not it
             on_exit.enter_context(ownership.Ownership(evaluation.report_dir(config), mode, 'eval_dir'))
         keras.utils.set_random_seed(config.data.seed)  # the initial weights, before any is made

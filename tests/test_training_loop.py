@@ -13,7 +13,7 @@ import tensorflow as tf
 from conftest import TINY_FAST, checkpoint_steps, tiny_config, train_stopped_then_resumed
 
 import resnet_model
-from resnet_cifar import run_config, training, worker_faults
+from resnet_cifar import run_config, stop_requests, training
 
 
 def _weights(path):
@@ -64,7 +64,7 @@ def test_device_input_resumes_exactly(subset, tmp_path, monkeypatch, caplog):
     assert any(not np.array_equal(other[name], expected[name]) for name in expected)
 
 
-class _StopAtPoll(worker_faults.StopRequest):
+class _StopAtPoll(stop_requests.StopRequest):
     """A stop request that asks for a stop at its `at`-th poll, and counts the polls."""
 
     def __init__(self, at):
@@ -81,7 +81,7 @@ def test_a_stop_is_honoured_within_steps_per_call_and_saved(subset, tmp_path, mo
     """Polled once per call of at most 3 steps: asked at the third poll, after 6 steps, the run
     stops there, with ckpt-6, and a resume goes on from it."""
     stop = _StopAtPoll(at=3)
-    monkeypatch.setattr(worker_faults, 'stop_request', lambda strategy: stop)
+    monkeypatch.setattr(stop_requests, 'stop_request', lambda strategy: stop)
     config = tiny_config(tmp_path, subset, {'train_steps': 100}, steps_per_call=3)
     assert training.train(config) == (6, 'SIGTERM')
     assert stop.polls == 3 and checkpoint_steps(tmp_path) == [6]
@@ -95,11 +95,11 @@ class _Handler:
     def save_checkpoint_if_preempted(self):
         self.calls += 1
         if self.calls == 2:
-            raise worker_faults._AgreedStop
+            raise stop_requests._AgreedStop
 
 
 def test_reading_the_cluster_stop_request_changes_nothing_and_each_poll_is_one_step():
-    request = worker_faults.ClusterStopRequest(strategy=None)
+    request = stop_requests.ClusterStopRequest(strategy=None)
     request.asked = request.signal = None
     request.handler = _Handler()
     assert [request.signal for _ in range(3)] == [None] * 3 and request.handler.calls == 0

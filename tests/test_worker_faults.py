@@ -15,7 +15,7 @@ import pytest
 from conftest import as_flags, checkpoint_steps, tiny_train_args
 from workers import Workers, free_ports
 
-from resnet_cifar import ownership, worker_faults
+from resnet_cifar import cluster_rendezvous, ownership, worker_faults
 from resnet_cifar.errors import UserError
 
 
@@ -38,18 +38,18 @@ def _error_line(output):
 def test_the_workers_meet_before_tensorflow_starts_and_a_missing_one_is_named():
     cluster = {'worker': [f'127.0.0.1:{port}' for port in free_ports(3)]}
     others = [
-        threading.Thread(target=worker_faults.wait_for_cluster, args=(60, _tf_config(cluster, i))) for i in (1, 2)
+        threading.Thread(target=cluster_rendezvous.wait_for_cluster, args=(60, _tf_config(cluster, i))) for i in (1, 2)
     ]
     for thread in others:
         thread.start()
-    worker_faults.wait_for_cluster(60, _tf_config(cluster, 0))
+    cluster_rendezvous.wait_for_cluster(60, _tf_config(cluster, 0))
     for thread in others:
         thread.join(timeout=10)
         assert not thread.is_alive()
 
     started = time.monotonic()
     with pytest.raises(UserError) as error:
-        worker_faults.wait_for_cluster(1, _tf_config(cluster, 0))
+        cluster_rendezvous.wait_for_cluster(1, _tf_config(cluster, 0))
     assert time.monotonic() - started < 5
     line = as_flags(error.value)
     assert line.startswith(f'--cluster_timeout_secs: worker 1 ({cluster["worker"][1]}), worker 2 ('), line
@@ -58,9 +58,9 @@ def test_the_workers_meet_before_tensorflow_starts_and_a_missing_one_is_named():
 
 def test_a_tf_config_that_names_no_cluster_is_one_line():
     with pytest.raises(UserError, match='TF_CONFIG: expected'):
-        worker_faults.cluster_tasks({'TF_CONFIG': '{"cluster": '})
+        cluster_rendezvous.cluster_tasks({'TF_CONFIG': '{"cluster": '})
     with pytest.raises(UserError, match='TF_CONFIG: task worker 3 is not in the cluster'):
-        worker_faults.cluster_tasks(_tf_config({'worker': ['127.0.0.1:1', '127.0.0.1:2']}, 3))
+        cluster_rendezvous.cluster_tasks(_tf_config({'worker': ['127.0.0.1:1', '127.0.0.1:2']}, 3))
 
 
 def test_a_folder_left_by_a_killed_worker_is_removed_when_a_worker_starts(tmp_path, monkeypatch):
