@@ -336,3 +336,18 @@ def eval_dataset(images, labels, batch_size):
         .map(lambda x, y: (standardize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def load_run_split(config, split):
+    """The images and labels of 'train', 'validation' or 'test' that a run configuration
+    (run_config.RunConfig) names."""
+    data = config.data
+    return load_split(
+        config.dataset,
+        data.data_source,
+        split,
+        pattern=data.eval_data_path if split == 'test' else data.train_data_path,
+        validation_size=data.validation_size,
+        tfds_data_dir=data.tfds_data_dir,
+        seed=data.seed,
+    )

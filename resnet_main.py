@@ -21,7 +21,7 @@ import time
 
 from absl import flags, logging
 
-from resnet_cifar import choices, cluster_rendezvous, datasets, errors, run_config, startup
+from resnet_cifar import choices, cluster_rendezvous, datasets, errors, presets, run_config, startup
 from resnet_cifar.hparams_check import make_hparams
 from resnet_cifar.hparams_schema import MAX_BATCH, MAX_STEPS
 
@@ -198,7 +198,7 @@ def hparams_overrides():
     """--hparams_override with --train_steps, and the flag each key came from (for errors); an unknown
     key or a value of the wrong type is refused here (the ranges depend on the run's preset:
     build_config checks them)."""
-    overrides = run_config.parse_overrides(FLAGS.hparams_override)
+    overrides = presets.parse_overrides(FLAGS.hparams_override)
     make_hparams(overrides, source='hparams_override', ranges=False)
     if FLAGS.train_steps is None:
         return overrides, {}
@@ -211,7 +211,7 @@ def check_before_start():
     """The mistakes that can be told at once, before TensorFlow starts (build_config checks all):
     a preset or a folder of the other dataset asked for, an override's key or type."""
     if FLAGS['hparams'].present:
-        run_config.load_preset(FLAGS.hparams)
+        presets.load_preset(FLAGS.hparams)
     if FLAGS['dataset'].present and FLAGS.data_dir:
         datasets.data_patterns(FLAGS.dataset, FLAGS.data_dir)
     hparams_overrides()
@@ -237,7 +237,7 @@ def build_config(dtype):
     # A preset (name or file) asked for, else the saved run's: its name and its hparams.
     preset, base = (FLAGS.hparams, FLAGS.hparams) if given('hparams') else (saved.preset, saved.hparams)
     overrides, sources = hparams_overrides()
-    hps = run_config.build_hparams(base, overrides, dataset, sources)
+    hps = presets.build_hparams(base, overrides, dataset, sources)
 
     data_settings = [field.name for field in dataclasses.fields(run_config.DataSettings)]
     data = {name: getattr(FLAGS, name) if given(name) else getattr(saved.data, name) for name in data_settings}

@@ -8,6 +8,7 @@ import glob
 import os
 
 from resnet_cifar.errors import UserError
+from resnet_cifar.hparams_check import HParamsError
 
 IMAGE_SIZE = 32
 DEPTH = 3
@@ -74,3 +75,14 @@ def data_patterns(dataset, data_dir):
                 )
     data_dir = os.path.abspath(data_dir)
     return os.path.join(data_dir, spec.train_files), os.path.join(data_dir, spec.test_files)
+
+
+def num_classes_of(dataset, asked=None):
+    """The dataset's number of classes, which num_classes follows: an unknown dataset, or another
+    `asked` number of classes, is refused."""
+    if dataset not in DATASETS:
+        raise UserError(f'expected one of {", ".join(DATASETS)}, got {dataset!r}', 'dataset')
+    num_classes = DATASETS[dataset].num_classes
+    if asked is not None and asked != num_classes:
+        raise HParamsError(f'hparam num_classes: follows dataset ({dataset}: {num_classes})', mentions=['dataset'])
+    return num_classes

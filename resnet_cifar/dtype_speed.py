@@ -13,7 +13,7 @@ import time
 
 from absl import logging
 
-from resnet_cifar import atomic_write, json_files
+from resnet_cifar import atomic_write, json_files, presets
 from resnet_cifar.choices import DTYPE_POLICIES
 from resnet_cifar.errors import UserError
 
@@ -130,9 +130,8 @@ def warmed_step(dtype, hps=None, warmup=2, seed=0):
     import tensorflow as tf
 
     import resnet_model
-    from resnet_cifar import run_config
 
-    hps = hps or run_config.build_hparams(MEASURED_PRESET)
+    hps = hps or presets.build_hparams(MEASURED_PRESET)
     images = tf.random.stateless_normal([hps.batch_size, 32, 32, 3], seed=[seed, 0])
     labels = tf.random.stateless_uniform([hps.batch_size], [seed, 1], maxval=hps.num_classes, dtype=tf.int32)
     policy = keras.mixed_precision.global_policy()
@@ -155,9 +154,8 @@ def measure(dtypes, hps=None, steps=4, rounds=2, warmup=2, seed=0):
     """Training images/s of the network `hps` (default: the MEASURED_PRESET) in each of `dtypes`:
     each dtype's warmed_step() first, then the dtypes take turns, `rounds` times `steps` steps each,
     and each keeps its best round (the least disturbed by other work)."""
-    from resnet_cifar import run_config
 
-    hps = hps or run_config.build_hparams(MEASURED_PRESET)
+    hps = hps or presets.build_hparams(MEASURED_PRESET)
     steps_of = {dtype: warmed_step(dtype, hps, warmup, seed) for dtype in dtypes}
     best = dict.fromkeys(dtypes, 0.0)
     for _ in range(rounds):

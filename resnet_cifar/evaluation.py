@@ -20,7 +20,6 @@ from resnet_cifar import (
     json_files,
     ownership,
     restore,
-    run_config,
     train_state,
 )
 from resnet_cifar.confusion_image import confusion_image
@@ -56,7 +55,7 @@ class SplitScorer:
     @classmethod
     def of_split(cls, config, split, strategy, label=''):
         """The scorer of the configuration's split ('test' or 'validation'), at its eval settings."""
-        images, labels = run_config.load_split(config, split)
+        images, labels = cifar_input.load_run_split(config, split)
         return cls(config.hparams, images, labels, config.eval_batch_size, strategy, config.jit_compile, label)
 
     def __call__(self, model):

@@ -3,8 +3,7 @@ prediction.
 
 It holds what the run is (the dataset, the preset's name, its HParams, where the images come
 from), which LOG_ROOT/hparams.json and every checkpoint save, and how this invocation runs it
-(folders, every-N counts, eval settings), which is not saved. Presets and `hparams_override`
-texts are read here too.
+(folders, every-N counts, eval settings), which is not saved. The hparams come from presets.py.
 
     config = run_config.new_run('runs/r20', overrides={'num_residual_units': 3}, data_dir='data')
 """
@@ -13,20 +12,18 @@ import dataclasses
 import json
 import os
 
-from resnet_cifar import json_files, startup
+from resnet_cifar import startup
 from resnet_cifar.choices import (
     DATA_SOURCES,
     DTYPE_POLICIES,
     EVAL_SPLITS,
     INPUT_PATHS,
-    PRESETS_DIR,
-    is_preset_file,
-    preset_names,
 )
-from resnet_cifar.datasets import CLASS_NAMES, DATASETS, data_patterns
+from resnet_cifar.datasets import CLASS_NAMES, DATASETS, data_patterns, num_classes_of
 from resnet_cifar.errors import UserError
-from resnet_cifar.hparams_check import HParamsError, make_hparams
+from resnet_cifar.hparams_check import make_hparams
 from resnet_cifar.hparams_schema import DEFAULT_HPARAMS, MAX_BATCH, MAX_STEPS, HParams, architecture
+from resnet_cifar.presets import build_hparams, load_preset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,130 +158,6 @@ def from_json(saved, log_root, source):
         data=DataSettings(**{k: v for k, v in saved['data'].items() if k in data_fields}),
         dtype=saved.get('dtype'),
     )
-
-
-def load_split(config, split):
-    """The images and labels of 'train', 'validation' or 'test' that the configuration names."""
-    import cifar_input  # here: a configuration is made and checked before TensorFlow starts
-
-    data = config.data
-    return cifar_input.load_split(
-        config.dataset,
-        data.data_source,
-        split,
-        pattern=data.eval_data_path if split == 'test' else data.train_data_path,
-        validation_size=data.validation_size,
-        tfds_data_dir=data.tfds_data_dir,
-        seed=data.seed,
-    )
-
-
-# ---------------------------------------------------------------------------
-# HParams from presets and overrides.
-
-
-def _read_json(path):
-    return json_files.read_json(path, 'give a JSON object of hparam names to values', key='hparams', error=HParamsError)
-
-
-def load_preset(name_or_path):
-    """The preset hparams/NAME.json, or a JSON file of hparam values, over the defaults."""
-    if is_preset_file(name_or_path):
-        path = name_or_path
-        if os.path.isdir(path):
-            raise HParamsError(f'{path} is a folder; give a JSON file of hparam values', 'hparams')
-        if not os.path.isfile(path):
-            raise HParamsError(f'no such file {path}', 'hparams')
-    else:
-        path = os.path.join(PRESETS_DIR, name_or_path + '.json')
-        if not os.path.isfile(path):
-            raise HParamsError(f'unknown preset {name_or_path!r}; presets: {", ".join(preset_names())}', 'hparams')
-    return make_hparams(_read_json(path), source=path)
-
-
-def _parse_value(text):
-    """An override value: JSON where it parses (numbers, lists, true/false), else a string."""
-    lowered = {'true': 'true', 'false': 'false'}.get(text.strip().lower(), text.strip())
-    try:
-        return json.loads(lowered)
-    except json.JSONDecodeError:
-        return text.strip()
-
-
-def parse_overrides(text):
-    """'a=1,b=[2,3],c=mom' -> {'a': 1, 'b': [2, 3], 'c': 'mom'}; commas inside brackets stay."""
-    overrides, depth, item = {}, 0, ''
-    for char in (text or '') + ',':
-        depth += {'[': 1, ']': -1}.get(char, 0)
-        if char == ',' and depth == 0:
-            if item.strip():
-                key, sep, value = item.partition('=')
-                if not sep or not key.strip():
-                    raise HParamsError(f'expected key=value, got {item.strip()!r}', 'hparams_override')
-                if key.strip() in overrides:
-                    raise HParamsError(f'{key.strip()} is given twice; give each key once', 'hparams_override')
-                overrides[key.strip()] = _parse_value(value)
-            item = ''
-        else:
-            item += char
-    if depth != 0:
-        raise HParamsError(f'unbalanced brackets in {text!r}', 'hparams_override')
-    return overrides
-
-
-def build_hparams(preset='resnet32', overrides=None, dataset='cifar10', sources=None):
-    """The HParams of a run: `preset` (a preset's name, a JSON file, or HParams already read, such as
-    a saved run's) with `overrides` on top (a dict, or hparams_override's `key=value,...` text);
-    num_classes follows `dataset`. The one assembly the command line, new_run and the scripts use.
-
-    A value refused is blamed on the setting the user gave: `sources` maps an override's key to
-    the setting it came from (default hparams_override; the command line's train_steps: the flag).
-    When the preset's value breaks a rule with an override (fast's warmup_steps with a smaller
-    train_steps), the message names the override and says which preset key must change with it."""
-    hps = load_preset(preset) if isinstance(preset, str) else preset
-    overrides = parse_overrides(overrides) if isinstance(overrides, str) else dict(overrides or {})
-    values = {**hps._asdict(), **overrides, 'num_classes': num_classes_of(dataset, overrides.get('num_classes'))}
-    try:
-        return make_hparams(values)
-    except HParamsError as e:
-        origin = f'preset {preset}' if isinstance(preset, str) else 'the run'
-        raise _blamed(e, overrides, dict(sources or {}), origin) from None
-
-
-def _blamed(error, overrides, sources, origin):
-    """`error` (a rule of one hparam broken) worded for the setting the user gave (see build_hparams)."""
-
-    def source(key):
-        return sources.get(key, 'hparams_override')
-
-    def named(key, text):  # 'train_steps: ...' under hparams_override; the text alone under its own flag
-        return text if source(key) == key else f'{key}: {text}'
-
-    if error.hparam is None or error.hparam in overrides:
-        return HParamsError(named(error.hparam, error.problem) if error.hparam else error.message, source(error.hparam))
-    given = [key for key in error.related if key in overrides]
-    if not given:
-        return HParamsError(error.message.removeprefix('hparam '), 'hparams_override')
-    hparam, key = error.hparam, given[0]
-    return HParamsError(
-        named(
-            key,
-            f"{origin}'s {hparam}: {error.problem}; give {hparam} too: hparams_override={hparam}=VALUE",
-        ),
-        source(key),
-        mentions=['hparams_override'],
-    )
-
-
-def num_classes_of(dataset, asked=None):
-    """The dataset's number of classes, which num_classes follows: an unknown dataset, or another
-    `asked` number of classes, is refused."""
-    if dataset not in DATASETS:
-        raise UserError(f'expected one of {", ".join(DATASETS)}, got {dataset!r}', 'dataset')
-    num_classes = DATASETS[dataset].num_classes
-    if asked is not None and asked != num_classes:
-        raise HParamsError(f'hparam num_classes: follows dataset ({dataset}: {num_classes})', mentions=['dataset'])
-    return num_classes
 
 
 def data_settings(dataset, data_dir=None, **settings):

@@ -17,7 +17,7 @@ import re
 
 import cifar_input
 import resnet_model
-from resnet_cifar import atomic_write, datasets, json_files, run_config
+from resnet_cifar import atomic_write, datasets, json_files, presets, run_config
 from resnet_cifar.choices import DTYPE_POLICIES, is_preset_file
 from resnet_cifar.errors import UserError
 from resnet_cifar.hparams_check import make_hparams
@@ -76,7 +76,7 @@ class Plan:
         return self.folder(trial) + '.log'
 
     def trial_hparams(self, trial):
-        return run_config.build_hparams(self.hparams, trial.values, self.recipe.dataset)
+        return presets.build_hparams(self.hparams, trial.values, self.recipe.dataset)
 
 
 def _short(value):
@@ -116,7 +116,7 @@ def parse_grid(text):
     """'lrn_rate=[0.1,0.2],lr_boundaries=[[3],[4]]' -> {'lrn_rate': [0.1, 0.2], 'lr_boundaries': [[3], [4]]}:
     hparams_override's syntax with a list of values per key. Each value is checked as an hparam."""
     try:
-        grid = run_config.parse_overrides(text)
+        grid = presets.parse_overrides(text)
     except UserError as e:
         raise UserError(e.message, 'grid') from None
     return checked_grid({key: _words(values) for key, values in grid.items()}, 'grid')
@@ -200,10 +200,10 @@ def check(recipe, grid=None):
     grid = checked_grid(grid or {}, 'grid')
     if recipe.dtype not in DTYPE_POLICIES:
         raise UserError(f'expected one of {", ".join(DTYPE_POLICIES)}, got {recipe.dtype!r}', 'dtype')
-    hps = run_config.build_hparams(recipe.hparams, recipe.hparams_override, recipe.dataset)
+    hps = presets.build_hparams(recipe.hparams, recipe.hparams_override, recipe.dataset)
     for values in configurations(grid):
         try:
-            trial_hps = run_config.build_hparams(hps, values, recipe.dataset)
+            trial_hps = presets.build_hparams(hps, values, recipe.dataset)
         except UserError as e:
             raise UserError(f'{Trial(values, 0).config}: {e.message}', 'grid') from None
         run_config.RunConfig('', recipe.dataset, hparams=trial_hps, eval_every_steps=recipe.eval_every_steps)

@@ -31,7 +31,6 @@ from resnet_cifar import (
     fast_network,
     ownership,
     resume,
-    run_config,
     run_folder,
     stop_requests,
     train_state,
@@ -316,7 +315,7 @@ def train(config, strategy=None, evaluate=False):
     hps = config.hparams
     _check_batch_divides(hps.batch_size, strategy)
     chief = devices.is_chief(strategy)
-    images, labels = run_config.load_split(config, 'train')  # first: a mistake in the data leaves no folder
+    images, labels = cifar_input.load_run_split(config, 'train')  # first: a mistake in the data leaves no folder
     mode = 'train_and_eval' if evaluate else 'train'
     with _writable_folder(config, chief, mode) as log_root, contextlib.ExitStack() as on_exit:
         on_exit.enter_context(worker_faults.peers_watched(config.log_root))

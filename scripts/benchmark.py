@@ -34,7 +34,8 @@ import time
 
 from absl import flags
 
-from resnet_cifar import choices, datasets, errors, run_config, startup
+import cifar_input
+from resnet_cifar import choices, datasets, errors, presets, run_config, startup
 
 flags.DEFINE_string('hparams', 'resnet32', 'A preset or a JSON file, as resnet_main.py --hparams.')
 flags.DEFINE_string('hparams_override', '', 'As resnet_main.py --hparams_override.')
@@ -145,7 +146,7 @@ def measure_loop_overhead(strategy):
     import tensorflow as tf
 
     import resnet_model
-    from resnet_cifar import run_config, training
+    from resnet_cifar import training
 
     data_dir = FLAGS.data_dir or (datasets.SHARED_SUBSET if os.path.isdir(datasets.SHARED_SUBSET) else None)
     if FLAGS.data_source == 'binary':
@@ -170,7 +171,7 @@ def measure_loop_overhead(strategy):
 
     keras.utils.set_random_seed(FLAGS.seed)
     train_op = resnet_model.ResNet(config.hparams).build_train_op(strategy)
-    images, labels = run_config.load_split(config, 'train')
+    images, labels = cifar_input.load_run_split(config, 'train')
     next_batch = training.training_batches(config, strategy, images, labels, 0)
 
     @tf.function
@@ -258,7 +259,7 @@ def measure_train_and_eval(hps, strategy):
 
 def main(argv):
     del argv
-    hps = run_config.build_hparams(FLAGS.hparams, FLAGS.hparams_override, FLAGS.dataset)  # before TensorFlow
+    hps = presets.build_hparams(FLAGS.hparams, FLAGS.hparams_override, FLAGS.dataset)  # before TensorFlow
     dtype = startup.setup(dtype=FLAGS.dtype, name=lambda key: f'--{key}')
     import tensorflow as tf
 

@@ -17,7 +17,7 @@ import tempfile
 
 from absl import app, flags
 
-from resnet_cifar import choices, errors, run_config, startup
+from resnet_cifar import choices, errors, presets, startup
 
 flags.DEFINE_string('hparams', 'resnet32', 'A preset or a JSON file, as resnet_main.py --hparams.')
 flags.DEFINE_enum('dtype', 'float32', list(choices.DTYPE_POLICIES), 'As resnet_main.py --dtype.')
@@ -69,7 +69,7 @@ def profiled_steps():
     (where oneDNN prints) goes to a file meanwhile, with MARK before the profiled steps."""
     from resnet_cifar import dtype_speed
 
-    hps = run_config.build_hparams(FLAGS.hparams)
+    hps = presets.build_hparams(FLAGS.hparams)
     libc = ctypes.CDLL(None)
     with tempfile.TemporaryFile(mode='w+') as log:
         saved = os.dup(1)

@@ -12,7 +12,7 @@ import tensorflow as tf
 from conftest import as_flags, assert_user_error, folder_contents, run_main, tiny_config
 
 import cifar_input
-from resnet_cifar import errors, evaluation, ownership, run_config, run_folder, training
+from resnet_cifar import errors, evaluation, ownership, presets, run_config, run_folder, training
 from resnet_cifar.errors import UserError
 
 
@@ -149,14 +149,14 @@ def test_a_hparams_file_that_is_no_json_object_gives_one_line(tmp_path, content,
     path = tmp_path / 'mine.json'
     path.write_bytes(content)
     with pytest.raises(UserError) as error:
-        run_config.load_preset(str(path))
+        presets.load_preset(str(path))
     line = as_flags(error.value)
     assert line.startswith(f'--hparams: {path}: {said}'), line
 
 
 def test_a_hparams_folder_is_called_a_folder(tmp_path):
     with pytest.raises(UserError) as error:
-        run_config.load_preset(str(tmp_path) + os.sep)
+        presets.load_preset(str(tmp_path) + os.sep)
     assert 'is a folder' in str(error.value) and 'no such file' not in str(error.value)
 
 

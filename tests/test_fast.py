@@ -9,7 +9,17 @@ from conftest import TINY_FAST, tiny_config, tiny_hparams, train_stopped_then_re
 
 import cifar_input
 import resnet_model
-from resnet_cifar import devices, evaluation, fast_network, portable_model, recipe, run_config, trained_model, training
+from resnet_cifar import (
+    devices,
+    evaluation,
+    fast_network,
+    portable_model,
+    presets,
+    recipe,
+    run_config,
+    trained_model,
+    training,
+)
 from resnet_cifar.errors import UserError
 
 
@@ -204,7 +214,7 @@ def test_bad_switches_are_refused_naming_the_key(values, key):
 
 
 def test_the_fast_preset_is_airbench_with_every_switch():
-    hps = run_config.build_hparams('fast')
+    hps = presets.build_hparams('fast')
     assert resnet_model.network_name(hps) == 'airbench (64/256/256)'
     switches = ('whiten', 'dirac_init', 'decoupled', 'alternating_flip', 'reflect_pad', 'flip_tta', 'translate_tta')
     assert all(getattr(hps, switch) for switch in switches) and not hps.bn_scale
@@ -235,11 +245,11 @@ def test_a_run_with_every_switch_resumes_exactly_and_serves_what_it_trained(subs
     path = str(tmp_path / 'one_go' / 'ckpt-8')
     trained = resnet_model.ResNet(one_go.hparams).build_model()
     tf.train.Checkpoint(model=trained).restore(path).expect_partial()
-    whitening = fast_network.whitening_kernel(run_config.load_split(one_go, 'train')[0])
+    whitening = fast_network.whitening_kernel(cifar_input.load_run_split(one_go, 'train')[0])
     np.testing.assert_array_equal(trained.get_layer(fast_network.WHITEN).kernel.numpy(), whitening)  # frozen
     model, config = trained_model.load(checkpoint=path)  # the weight average: within its rounding
     np.testing.assert_allclose(model.get_layer(fast_network.WHITEN).kernel.numpy(), whitening, rtol=1e-6)
-    test_images, test_labels = run_config.load_split(config, 'test')
+    test_images, test_labels = cifar_input.load_run_split(config, 'test')
     logits = recipe.inference_logits(model, cifar_input.standardize(test_images), True, True)
     expected_precision = float(np.mean(np.argmax(logits, axis=1) == test_labels.numpy()))
     assert evaluation.score_checkpoint(one_go, path)['precision'] == pytest.approx(expected_precision)
@@ -267,9 +277,9 @@ def test_the_fast_preset_trains_on_cifar100_in_bfloat16(tmp_path):
     for name, dtype in weights.items():
         assert dtype == tf.float32 and np.isfinite(reader.get_tensor(name)).all(), name
     model, _ = trained_model.load(config.log_root)
-    whitening = fast_network.whitening_kernel(run_config.load_split(config, 'train')[0])
+    whitening = fast_network.whitening_kernel(cifar_input.load_run_split(config, 'train')[0])
     np.testing.assert_allclose(model.get_layer(fast_network.WHITEN).kernel.numpy(), whitening, rtol=1e-6)
-    test_images, test_labels = run_config.load_split(config, 'test')
+    test_images, test_labels = cifar_input.load_run_split(config, 'test')
     probabilities = portable_model.build(model, config.hparams)(test_images)['probabilities'].numpy()
     np.testing.assert_allclose(np.sum(probabilities, axis=1), 1, rtol=1e-5)
     assert probabilities.shape == (len(test_labels), 100)

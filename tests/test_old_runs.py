@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT, checkpoint_steps, with_steps
 
-from resnet_cifar import evaluation, run_config, run_folder, trained_model, training
+import cifar_input
+from resnet_cifar import evaluation, run_folder, trained_model, training
 
 OLD_RUN = os.path.join(ROOT, 'tests', 'data', 'old_run_v1')
 ONE_IMAGE = 1 / 1017  # a float difference between CPUs may flip one near-tie prediction
@@ -71,7 +72,7 @@ def test_an_old_run_resumes_where_it_stopped(old_run, subset):
 
 def test_an_old_run_predicts_and_exports(old_run, subset, tmp_path):
     config = run_folder.read_config(old_run)
-    images, labels = run_config.load_split(config, 'test')
+    images, labels = cifar_input.load_run_split(config, 'test')
     predictions = trained_model.predict([os.path.join(subset, 'test_batch.bin')], log_root=old_run)
     precision = np.mean(np.argmax(predictions.probabilities, axis=1) == labels.numpy())
     assert precision == pytest.approx(_old_metrics(old_run)['precision'], abs=ONE_IMAGE)

@@ -12,7 +12,7 @@ from conftest import ALL_SWITCHES, tiny_config, tiny_hparams
 
 import cifar_input
 import resnet_model
-from resnet_cifar import evaluation, recipe, run_config, train_state, trained_model, training
+from resnet_cifar import evaluation, recipe, train_state, trained_model, training
 from resnet_cifar.errors import UserError
 
 
@@ -27,7 +27,7 @@ def test_defaults_train_as_the_2016_recipe(subset, tmp_path):
     model = resnet_model.ResNet(hps).build_model()
     optimizer = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)
     kernels = [v for v in model.trainable_variables if 'kernel' in v.path]
-    images, labels = run_config.load_split(config, 'train')
+    images, labels = cifar_input.load_run_split(config, 'train')
     batches = iter(cifar_input.train_dataset(images, labels, hps.batch_size, seed=5))
     for step in range(3):
         batch_images, batch_labels = next(batches)
@@ -143,7 +143,7 @@ def test_eval_predict_and_export_use_the_weight_average_with_flips(switched_run,
     path = f'{switched_run.log_root}/ckpt-4'
     assert train_state.holds(path, 'averaged_model')
     average = _averaged_model(switched_run, path)
-    images, labels = run_config.load_split(switched_run, 'test')
+    images, labels = cifar_input.load_run_split(switched_run, 'test')
     logits = recipe.inference_logits(average, cifar_input.standardize(images), flip_tta=True)
     expected = float(np.mean(np.argmax(logits, axis=1) == labels.numpy()))
     assert evaluation.score_checkpoint(switched_run, path)['precision'] == pytest.approx(expected)

@@ -8,7 +8,7 @@ from conftest import tiny_hparams
 
 import cifar_input
 import resnet_model
-from resnet_cifar import batch_norm, run_config
+from resnet_cifar import batch_norm, presets
 from resnet_cifar.hparams_check import HParamsError, make_hparams
 
 
@@ -21,7 +21,7 @@ def test_output_shape_for_any_batch_size(bottleneck):
 
 
 def test_defaults_are_the_originals():
-    hps = run_config.load_preset('resnet32')
+    hps = presets.load_preset('resnet32')
     assert hps == resnet_model.DEFAULT_HPARAMS
     assert (hps.batch_size, hps.lrn_rate, hps.min_lrn_rate, hps.weight_decay_rate) == (128, 0.1, 1e-4, 2e-4)
     assert (hps.relu_leakiness, hps.momentum, hps.bn_decay, hps.bn_epsilon) == (0.1, 0.9, 0.9, 1e-3)

@@ -6,7 +6,7 @@ import pytest
 from conftest import as_flags
 
 import resnet_model
-from resnet_cifar import run_config
+from resnet_cifar import choices, presets, run_config
 from resnet_cifar.errors import UserError
 from resnet_cifar.hparams_check import HParamsError
 
@@ -25,44 +25,44 @@ PUBLISHED_PARAMS = {
 
 
 def test_every_published_configuration_has_a_preset():
-    assert run_config.preset_names() == sorted(PUBLISHED_PARAMS)
+    assert choices.preset_names() == sorted(PUBLISHED_PARAMS)
 
 
 @pytest.mark.parametrize('preset', sorted(PUBLISHED_PARAMS))
 def test_preset_builds_with_published_parameter_count(preset):
-    model = resnet_model.ResNet(run_config.load_preset(preset)).build_model()
+    model = resnet_model.ResNet(presets.load_preset(preset)).build_model()
     count = resnet_model.count_params(model)
     assert abs(count / PUBLISHED_PARAMS[preset] - 1) < 0.02, count
     assert model.output_shape == (None, 10)
 
 
 def test_parse_overrides():
-    assert run_config.parse_overrides('train_steps=960,lr_boundaries=[480, 720],optimizer=sgd,use_bottleneck=True') == {
+    assert presets.parse_overrides('train_steps=960,lr_boundaries=[480, 720],optimizer=sgd,use_bottleneck=True') == {
         'train_steps': 960,
         'lr_boundaries': [480, 720],
         'optimizer': 'sgd',
         'use_bottleneck': True,
     }
-    assert run_config.parse_overrides('') == {}
+    assert presets.parse_overrides('') == {}
     with pytest.raises(HParamsError, match='key=value'):
-        run_config.parse_overrides('train_steps')
+        presets.parse_overrides('train_steps')
     with pytest.raises(HParamsError, match='brackets'):
-        run_config.parse_overrides('lr_boundaries=[1,2')
+        presets.parse_overrides('lr_boundaries=[1,2')
 
 
 def test_unknown_preset_and_bad_preset_file(tmp_path):
     with pytest.raises(HParamsError, match="unknown preset 'resnet33'.*resnet32"):
-        run_config.load_preset('resnet33')
+        presets.load_preset('resnet33')
     bad = tmp_path / 'mine.json'
     bad.write_text('{"num_residual_units": 2, "dropout": 0.3}')
     with pytest.raises(HParamsError, match=f"{bad}: unknown hparam 'dropout'"):
-        run_config.load_preset(str(bad))
+        presets.load_preset(str(bad))
     bad.write_text('{"num_residual_units": 2,')
     with pytest.raises(HParamsError, match='not valid JSON'):
-        run_config.load_preset(str(bad))
+        presets.load_preset(str(bad))
     good = tmp_path / 'r20.json'
     good.write_text('{"num_residual_units": 3}')
-    assert run_config.load_preset(str(good)).num_residual_units == 3
+    assert presets.load_preset(str(good)).num_residual_units == 3
 
 
 def test_a_configuration_is_one_immutable_value_saved_as_json(tmp_path):
@@ -123,7 +123,7 @@ def test_an_override_of_an_unknown_hparam_names_the_override(tmp_path):
 def test_an_impossible_override_is_named_with_its_flag(tmp_path, override, fragments):
     """As --hparams_override=KEY=VALUE gives it: the key, what it must be, and the flag to fix."""
     with pytest.raises(UserError) as error:
-        run_config.new_run(str(tmp_path), overrides=run_config.parse_overrides(override))
+        run_config.new_run(str(tmp_path), overrides=presets.parse_overrides(override))
     line = as_flags(error.value)
     assert '--hparams_override' in line, line
     for fragment in fragments:

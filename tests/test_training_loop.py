@@ -12,8 +12,9 @@ import pytest
 import tensorflow as tf
 from conftest import TINY_FAST, checkpoint_steps, tiny_config, train_stopped_then_resumed
 
+import cifar_input
 import resnet_model
-from resnet_cifar import run_config, stop_requests, training
+from resnet_cifar import stop_requests, training
 
 
 def _weights(path):
@@ -34,7 +35,7 @@ def test_the_default_loop_gives_the_2016_recipes_weights_of_one_step_per_call(su
 
     keras.utils.set_random_seed(2)
     train_op = resnet_model.ResNet(config.hparams).build_train_op()
-    images, labels = run_config.load_split(config, 'train')
+    images, labels = cifar_input.load_run_split(config, 'train')
     strategy = tf.distribute.get_strategy()
     batches = iter(training.distributed_train_dataset(strategy, images, labels, config.hparams, 2, 0))
     for _ in range(7):

@@ -17,7 +17,7 @@ from conftest import ROOT, as_flags, assert_user_error, run_main, tiny_config
 
 import cifar_input
 import resnet_main
-from resnet_cifar import run_config, run_list, run_summary, trained_model, training
+from resnet_cifar import presets, run_list, run_summary, trained_model, training
 from resnet_cifar.errors import UserError
 
 
@@ -79,7 +79,7 @@ def test_a_refused_value_names_what_the_user_typed(parsed_flags, tmp_path, args,
 def test_a_long_list_is_bounded_and_quoted_short():
     boundaries = list(range(1, 1_000_001))
     with pytest.raises(UserError) as error:
-        run_config.build_hparams('resnet32', {'lr_boundaries': boundaries})
+        presets.build_hparams('resnet32', {'lr_boundaries': boundaries})
     line = as_flags(error.value)
     assert 'lr_boundaries: expected up to 100 strictly increasing positive steps' in line
     assert '(1000000 items)' in line and len(line) < 300, line
@@ -153,7 +153,7 @@ def test_a_damaged_eval_report_is_named_in_the_summary_not_an_error(evaluated, c
 
 def test_the_start_up_line_names_what_makes_the_network_another_than_the_presets(evaluated):
     assert evaluated.origin() == 'preset resnet32 with num_residual_units=1'
-    assert dataclasses.replace(evaluated, hparams=run_config.load_preset('resnet32')).origin() == 'preset resnet32'
+    assert dataclasses.replace(evaluated, hparams=presets.load_preset('resnet32')).origin() == 'preset resnet32'
 
 
 def test_the_runs_of_a_folder_are_listed_and_compared(evaluated, tmp_path):
