@@ -284,7 +284,9 @@ def main(argv):
     # First: a multi-worker strategy must exist before TensorFlow's runtime starts.
     strategy = devices.make_strategy(FLAGS.distribution_strategy, FLAGS.num_gpus, FLAGS.tpu)
     logging.info('%s', machine.startup_line(strategy, dtype, flag_name))
-    devices.check_xla(FLAGS.jit_compile, strategy)  # refused with several replicas before anything is written
+    devices.refuse_xla_across_replicas(
+        FLAGS.jit_compile, strategy
+    )  # refused with several replicas before anything is written
     config = build_config(dtype)
     if FLAGS.mode == 'eval':
         evaluation.evaluate_checkpoints(config, strategy)

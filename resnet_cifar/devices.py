@@ -69,14 +69,13 @@ def make_strategy(name=None, num_gpus=None, tpu=None):
     return tf.distribute.TPUStrategy(resolver)
 
 
-def check_xla(jit_compile, strategy):
-    """jit_compile, refused with several replicas: their cross-replica updates cannot be XLA-compiled."""
+def refuse_xla_across_replicas(jit_compile, strategy):
+    """Refuses jit_compile with several replicas: their cross-replica updates cannot be XLA-compiled."""
     replicas = strategy.num_replicas_in_sync
     if jit_compile and replicas > 1:
         raise UserError(
             f'XLA cannot compile this training step across {replicas} replicas; leave it off', 'jit_compile'
         )
-    return jit_compile
 
 
 def is_chief(strategy):

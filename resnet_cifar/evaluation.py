@@ -43,7 +43,8 @@ class SplitScorer:
         self.label = label  # starts its progress lines: what is scored, where several things are
         self.resnet = resnet_model.ResNet(hps)
         self.strategy = strategy
-        self.jit_compile = devices.check_xla(jit_compile, strategy)
+        devices.refuse_xla_across_replicas(jit_compile, strategy)
+        self.jit_compile = jit_compile
         self.size = int(labels.shape[0])
         self.num_batches = -(-self.size // batch_size)
         dataset = cifar_input.eval_dataset(images, labels, batch_size).repeat()

@@ -47,14 +47,14 @@ class Trial:
     seed: int
 
     @property
-    def config(self):
+    def config_folder(self):
         """The configuration's folder name: its values as `key=value,...` ('' without a grid)."""
         return ','.join(f'{key}={_short(value)}' for key, value in self.values.items())
 
     @property
     def name(self):
         """The trial's folder, relative to the root."""
-        return os.path.join(self.config, f'seed_{self.seed}')
+        return os.path.join(self.config_folder, f'seed_{self.seed}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +205,7 @@ def check(recipe, grid=None):
         try:
             trial_hps = presets.build_hparams(hps, values, recipe.dataset)
         except UserError as e:
-            raise UserError(f'{Trial(values, 0).config}: {e.message}', 'grid') from None
+            raise UserError(f'{Trial(values, 0).config_folder}: {e.message}', 'grid') from None
         run_config.RunConfig('', recipe.dataset, hparams=trial_hps, eval_every_steps=recipe.eval_every_steps)
     preset = os.path.abspath(recipe.hparams) if is_preset_file(recipe.hparams) else recipe.hparams
     return dataclasses.replace(recipe, hparams=preset, data_dir=_check_data(recipe)), hps, grid

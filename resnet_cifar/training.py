@@ -325,7 +325,8 @@ def train(config, strategy=None, evaluate=False):
         keras.utils.set_random_seed(config.data.seed)  # the initial weights, before any is made
         whitening = fast_network.whitening_kernel(images) if hps.whiten else None  # a resume restores its own
         resnet = resnet_model.ResNet(hps, sync_batch_norm=config.sync_batch_norm, whitening=whitening)
-        train_op = resnet.build_train_op(strategy, devices.check_xla(config.jit_compile, strategy))
+        devices.refuse_xla_across_replicas(config.jit_compile, strategy)
+        train_op = resnet.build_train_op(strategy, config.jit_compile)
         saved_config = tf.Variable(json.dumps(config.to_json()))
         checkpoint = train_op.state.checkpoint(saved_config)
         resume_from = _resume(config, checkpoint, saved_config, chief)  # first: it may rebuild the index

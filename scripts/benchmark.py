@@ -232,7 +232,8 @@ def measure_train_and_eval(hps, strategy):
 
     images, labels, source = _load('train')
     resnet = resnet_model.ResNet(hps)
-    train_op = resnet.build_train_op(strategy, devices.check_xla(FLAGS.jit_compile, strategy))
+    devices.refuse_xla_across_replicas(FLAGS.jit_compile, strategy)
+    train_op = resnet.build_train_op(strategy, FLAGS.jit_compile)
     train_step = train_op.train_step
     batches = iter(training.distributed_train_dataset(strategy, images, labels, hps, FLAGS.seed, 0))
     for _ in range(FLAGS.warmup):

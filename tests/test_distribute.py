@@ -82,9 +82,9 @@ def test_two_workers_train_in_step_and_only_the_chief_writes(subset, tmp_path):
 
 def test_xla_with_several_replicas_is_refused():
     with pytest.raises(UserError) as error:
-        devices.check_xla(True, TwoReplicas())
+        devices.refuse_xla_across_replicas(True, TwoReplicas())
     assert as_flags(error.value).startswith('--jit_compile:') and '2 replicas' in str(error.value)
-    assert devices.check_xla(True, tf.distribute.get_strategy()) is True
+    devices.refuse_xla_across_replicas(True, tf.distribute.get_strategy())  # one replica: allowed
 
 
 @pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
