@@ -189,14 +189,16 @@ class ResNet:
 
     def losses(self, logits, labels):
         """Mean softmax cross-entropy on the logits (label-smoothed if asked), and the weight-decay term
-        (conv and dense kernels, not biases, not batch norm)."""
+        (conv and dense kernels, not biases, not batch norm, not the kernels Muon trains)."""
         xent = recipe.cross_entropy(logits, labels, self.hps.label_smoothing)
         if self.hps.decoupled:
             return xent, recipe.decoupled_weight_decay(self.model, self.hps)
         kernels = [
             layer.kernel
             for layer in self.model.layers
-            if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.name != fast_network.WHITEN
+            if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+            and layer.name != fast_network.WHITEN
+            and not recipe.trains_with_muon(layer.kernel, self.hps)
         ]
         weight_decay = self.hps.weight_decay_rate * tf.add_n([tf.nn.l2_loss(k) for k in kernels])
         return xent, weight_decay
@@ -243,8 +245,7 @@ class ResNet:
 
         @tf.function
         def train_step(images, labels):
-            lr = recipe.learning_rate(hps, global_step)
-            optimizer.learning_rate.assign(lr)
+            lr = recipe.set_learning_rates(optimizer, hps, global_step)
             results = strategy.run(replica_step, args=(images, labels))
             xent = strategy.reduce('SUM', results['xent'], axis=None)
             weight_decay = strategy.reduce('MEAN', results['weight_decay'], axis=None)

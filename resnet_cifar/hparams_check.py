@@ -18,7 +18,7 @@ HParams = collections.namedtuple(
         'use_bottleneck',
         'weight_decay_rate',  # times the L2 loss of conv and dense kernels
         'relu_leakiness',
-        'optimizer',  # 'mom', 'sgd' or 'nesterov'
+        'optimizer',  # 'mom', 'sgd', 'nesterov' or 'muon' (Muon for conv kernels, Nesterov SGD for the rest)
         # What the loop needs.
         'filters',  # [stem, stage 1, stage 2, stage 3] output widths
         'lr_boundaries',  # steps at which the learning rate is divided by 10
@@ -50,6 +50,9 @@ HParams = collections.namedtuple(
         'reflect_pad',  # the translation fills in with the reflected image instead of zeros
         'translate_tta',  # eval, predict and export average the logits of the image moved one pixel each way
         'logit_scale',  # the logits are multiplied by this
+        # Muon (optimizer 'muon', airbench94_muon; resnet_cifar/muon.py).
+        'muon_lrn_rate',  # the conv kernels' rate, on the schedule of lrn_rate
+        'muon_momentum',  # their Nesterov momentum
     ],
 )
 
@@ -91,6 +94,8 @@ DEFAULT_HPARAMS = HParams(
     reflect_pad=False,
     translate_tta=False,
     logit_scale=1.0,
+    muon_lrn_rate=0.24,
+    muon_momentum=0.6,
 )
 
 MAX_STEPS = 2**31 - 1  # far more steps than any run takes: a larger train_steps is a typo
@@ -153,7 +158,10 @@ def validate(hps):
     _check(hps.num_residual_units > 0, 'num_residual_units', 'a positive integer', hps.num_residual_units)
     _check(hps.weight_decay_rate >= 0, 'weight_decay_rate', 'a number >= 0', hps.weight_decay_rate)
     _check(0 <= hps.relu_leakiness < 1, 'relu_leakiness', 'a number in [0, 1)', hps.relu_leakiness)
-    _check(hps.optimizer in ('mom', 'sgd', 'nesterov'), 'optimizer', "'mom', 'sgd' or 'nesterov'", hps.optimizer)
+    optimizers = "'mom', 'sgd', 'nesterov' or 'muon'"
+    _check(hps.optimizer in ('mom', 'sgd', 'nesterov', 'muon'), 'optimizer', optimizers, hps.optimizer)
+    _check(hps.muon_lrn_rate > 0, 'muon_lrn_rate', 'a positive number', hps.muon_lrn_rate)
+    _check(0 <= hps.muon_momentum < 1, 'muon_momentum', 'a number in [0, 1)', hps.muon_momentum)
     _check(len(hps.filters) == 4 and all(f > 0 for f in hps.filters), 'filters', 'four positive widths', hps.filters)
     if hps.use_bottleneck:
         _check(

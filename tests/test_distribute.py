@@ -30,9 +30,9 @@ def _two_replicas(case):
     return json.loads(result.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize('case', ['one_step', 'fast_steps'])
+@pytest.mark.parametrize('case', ['one_step', 'fast_steps', 'muon_steps'])
 def test_two_replicas_take_the_same_steps_as_one_device(case):
-    """The 2016 recipe's step, and the fast preset's steps with every switch, on two replicas."""
+    """The 2016 recipe's step, the fast preset's steps with every switch, and with Muon, on two replicas."""
     measured = _two_replicas(case)
     assert measured['replicas'] == 2
     assert measured['update_norm'] > 1e-3, 'the steps must change the weights'

@@ -107,7 +107,7 @@ def test_an_override_of_an_unknown_hparam_names_the_override(tmp_path):
         ('lrn_rate=0', ['lrn_rate', 'positive']),
         ('num_residual_units=0', ['num_residual_units', 'positive']),
         ('batch_size=0', ['batch_size', 'positive']),
-        ('optimizer=adam', ['optimizer', "'mom', 'sgd' or 'nesterov'"]),
+        ('optimizer=adam', ['optimizer', "'mom', 'sgd', 'nesterov' or 'muon'"]),
         ('train_steps=ten', ['train_steps', 'an integer']),
     ],
 )
