@@ -265,16 +265,17 @@ class ResNet:
 
         return TrainOp(train_step, model, optimizer, global_step, averaged_model, lookahead)
 
-    def build_eval_op(self, model, strategy=None, jit_compile=False):
+    def build_eval_op(self, model, strategy=None, jit_compile=False, tta=True):
         """The compiled eval step of `model` (with ema_decay, pass TrainOp.eval_model). For a batch
         of any size it gives the summed loss, the count of right predictions, the count of images,
-        and the confusion matrix (rows: true labels, columns: predictions)."""
+        and the confusion matrix (rows: true labels, columns: predictions). tta=False: one view
+        per image, whatever flip_tta and translate_tta say."""
         strategy = strategy or tf.distribute.get_strategy()
         hps = self.hps
 
         @tf.function(jit_compile=jit_compile)
         def replica_eval(images, labels):
-            logits = recipe.inference_logits(model, images, hps.flip_tta, hps.translate_tta)
+            logits = recipe.inference_logits(model, images, hps.flip_tta and tta, hps.translate_tta and tta)
             xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
             predictions = tf.argmax(logits, axis=1, output_type=labels.dtype)
             return {

@@ -53,6 +53,8 @@ HParams = collections.namedtuple(
         # Muon (optimizer 'muon', airbench94_muon; resnet_cifar/muon.py).
         'muon_lrn_rate',  # the conv kernels' rate, on the schedule of lrn_rate
         'muon_momentum',  # their Nesterov momentum
+        # Evals within training (resnet_cifar/evaluation.py).
+        'intermediate_tta',  # false: evals before train_steps take one view per image; the last, the TTA asked
     ],
 )
 
@@ -96,6 +98,7 @@ DEFAULT_HPARAMS = HParams(
     logit_scale=1.0,
     muon_lrn_rate=0.24,
     muon_momentum=0.6,
+    intermediate_tta=True,
 )
 
 MAX_STEPS = 2**31 - 1  # far more steps than any run takes: a larger train_steps is a typo

@@ -53,7 +53,7 @@ HPARAMS_ADDED = (
         'translate_tta',
         'logit_scale',
     ),
-    ('muon_lrn_rate', 'muon_momentum'),  # optimizer 'muon' (docs/fast.md)
+    ('muon_lrn_rate', 'muon_momentum', 'intermediate_tta'),  # optimizer 'muon'; one-view evals in training
 )
 # Every DataSettings field has been saved since the first version.
 DATA_KEYS = tuple(field.name for field in dataclasses.fields(run_config.DataSettings))

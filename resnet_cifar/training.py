@@ -201,14 +201,12 @@ def _checkpoint(train_op, saved_config):
     return tf.train.Checkpoint(**state, run_config=saved_config)
 
 
-def _resume(config, checkpoint, saved_config, chief):
-    """Restores the newest checkpoint of log_root, if there is one, and returns its path."""
-    resume_from = run_folder.resume_checkpoint(config, repair=chief)
+def _resume(config, checkpoint, saved_config, resume_from):
+    """Restores `resume_from` (run_folder.resume_checkpoint's), if there is one."""
     if resume_from:
         _check_average(resume_from, config.hparams)
         checkpoint.restore(resume_from).expect_partial().assert_existing_objects_matched()
         saved_config.assign(json.dumps(config.to_json()))  # the next checkpoints save this invocation's
-    return resume_from
 
 
 def _complete(config, step, resume_from):
@@ -289,12 +287,13 @@ def train(config, strategy=None, evaluate=False):
         if evaluate and chief:  # its eval folder too, from the start: an eval started beside it is refused, not it
             on_exit.enter_context(ownership.Ownership(evaluation.report_dir(config), mode, 'eval_dir'))
         keras.utils.set_random_seed(config.data.seed)  # the initial weights, before any is made
-        whitening = fast_network.whitening_kernel(images) if hps.whiten else None  # a resume restores its own
+        resume_from = run_folder.resume_checkpoint(config, repair=chief)  # first: it may rebuild the index
+        whitening = fast_network.whitening_kernel(images) if hps.whiten and not resume_from else None  # else restored
         resnet = resnet_model.ResNet(hps, sync_batch_norm=config.sync_batch_norm, whitening=whitening)
         train_op = resnet.build_train_op(strategy, devices.check_xla(config.jit_compile, strategy))
         saved_config = tf.Variable(json.dumps(config.to_json()))
         checkpoint = _checkpoint(train_op, saved_config)
-        resume_from = _resume(config, checkpoint, saved_config, chief)  # first: it may rebuild the index
+        _resume(config, checkpoint, saved_config, resume_from)
         manager = tf.train.CheckpointManager(
             checkpoint, log_root, max_to_keep=config.keep_checkpoints, checkpoint_name='ckpt'
         )
@@ -306,7 +305,9 @@ def train(config, strategy=None, evaluate=False):
         sys.stdout.flush()
         if chief and not resume_from:  # a resumed run's is written with its next checkpoint, which then agrees
             run_folder.write_config(config)
-        eval_reporter = on_exit.enter_context(evaluation.EvalReporter(config, strategy)) if evaluate else None
+        eval_reporter = (
+            on_exit.enter_context(evaluation.EvalReporter(config, strategy, in_training=True)) if evaluate else None
+        )
         progress = _Progress(_summary_writer(config, chief, on_exit), strategy, hps, step)
         batches = iter(distributed_train_dataset(strategy, images, labels, hps, config.data.seed, step))
         logging.info(
