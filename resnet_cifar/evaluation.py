@@ -192,7 +192,7 @@ class EvalReporter:
         metrics['confusion_matrix'] = confusion.tolist()  # rows: true classes, columns: predictions
         if self.eval_dir:
             self._write(metrics, confusion)
-        views = {True: ', with test-time augmentation', False: ', one view (no test-time augmentation)'}
+        views = {True: ', with test-time augmentation', False: ', one view: no test-time augmentation'}
         logging.info(
             'eval at step %d: loss %.4f, precision %.4f, best precision %.4f (%d %s images%s)',
             step,

@@ -35,7 +35,7 @@ def test_evals_within_training_take_one_view_until_the_last(subset, tmp_path, ca
     training.train(config, evaluate=True)
     lines = re.findall(r'eval at step (\d): loss [\d.]+, precision ([\d.]+), .*images(.*)\)', caplog.text)
     assert [(step, views) for step, _, views in lines] == [
-        ('2', ', one view (no test-time augmentation)'),
+        ('2', ', one view: no test-time augmentation'),
         ('4', ', with test-time augmentation'),
     ]
     assert float(lines[0][1]) == pytest.approx(_precision(config, str(tmp_path / 'ckpt-2'), False), abs=1e-4)
