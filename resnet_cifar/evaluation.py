@@ -41,7 +41,7 @@ class SplitScorer:
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         self.batches = iter(strategy.experimental_distribute_dataset(dataset.with_options(options)))
-        self.eval_steps = {}  # (model, tta): its compiled step
+        self.model, self.eval_steps = None, {}  # the model scored last, and its compiled step per tta
 
     @classmethod
     def of_split(cls, config, split, strategy):
@@ -52,10 +52,11 @@ class SplitScorer:
     def __call__(self, model, tta=True):
         """{precision, loss, num_examples} of `model` on the split, and its confusion matrix;
         tta=False: one view per image, whatever the hparams' test-time augmentation."""
-        key = (id(model), tta)
-        if key not in self.eval_steps:  # one compiled step per model and views
-            self.eval_steps[key] = self.resnet.build_eval_op(model, self.strategy, self.jit_compile, tta)
-        eval_step = self.eval_steps[key]
+        if model is not self.model:
+            self.model, self.eval_steps = model, {}
+        if tta not in self.eval_steps:  # one compiled step per model and views
+            self.eval_steps[tta] = self.resnet.build_eval_op(model, self.strategy, self.jit_compile, tta)
+        eval_step = self.eval_steps[tta]
         confusion, loss_sum = 0, 0.0
         last_progress = time.time()
         for _ in range(self.num_batches):

@@ -9,8 +9,8 @@ from keras import ops
 NEWTON_SCHULZ_STEPS = 3  # airbench94_muon's; Keras' default is 5
 
 
-def trains_with_muon(variable, frozen_paths=()):
-    """Whether Muon trains `variable`: a conv kernel (4-D) that trains, not one of frozen_paths
+def is_trained_filter(variable, frozen_paths=()):
+    """Whether `variable` is a conv kernel (4-D) that trains, not one of frozen_paths
     (the whitening kernel, whose zero gradient SGD leaves alone; Muon would rescale it)."""
     return len(variable.shape) == 4 and variable.path not in frozen_paths
 
@@ -50,9 +50,9 @@ class ConvMuon(keras.optimizers.Muon):
 
 
 class MuonAndSGD(keras.optimizers.MultiOptimizer):
-    """ConvMuon (`muon`) for the conv kernels trains_with_muon picks, SGD with Nesterov momentum
+    """ConvMuon (`muon`) for the conv kernels is_trained_filter picks, SGD with Nesterov momentum
     (`sgd`) for every other variable; each has its own learning rate."""
 
     def __init__(self, muon, sgd, frozen_paths=()):
-        super().__init__(lambda variable: muon if trains_with_muon(variable, frozen_paths) else sgd)
+        super().__init__(lambda variable: muon if is_trained_filter(variable, frozen_paths) else sgd)
         self.muon, self.sgd = muon, sgd

@@ -112,7 +112,7 @@ def make_optimizer(hps):
 def trains_with_muon(variable, hps):
     """Whether `variable` is a conv kernel that Muon trains (optimizer 'muon'); these take no
     weight decay (Muon keeps their norm)."""
-    return hps.optimizer == 'muon' and muon.trains_with_muon(variable, (WHITEN_KERNEL,))
+    return hps.optimizer == 'muon' and muon.is_trained_filter(variable, (WHITEN_KERNEL,))
 
 
 def set_learning_rates(optimizer, hps, step):
