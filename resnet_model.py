@@ -164,14 +164,16 @@ class ResNet:
 
     def losses(self, model, logits, labels):
         """Mean softmax cross-entropy on `model`'s logits (label-smoothed if asked), and the weight-decay
-        term (conv and dense kernels, not biases, not batch norm)."""
+        term (conv and dense kernels, not biases, not batch norm, not the kernels Muon trains)."""
         xent = recipe.cross_entropy(logits, labels, self.hps.label_smoothing)
         if self.hps.decoupled:
             return xent, recipe.decoupled_weight_decay(model, self.hps)
         kernels = [
             layer.kernel
             for layer in model.layers
-            if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.name != fast_network.WHITEN
+            if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+            and layer.name != fast_network.WHITEN
+            and not recipe.trains_with_muon(layer.kernel, self.hps)
         ]
         weight_decay = self.hps.weight_decay_rate * tf.add_n([tf.nn.l2_loss(k) for k in kernels])
         return xent, weight_decay
@@ -218,8 +220,7 @@ class ResNet:
 
         @tf.function
         def train_step(images, labels):
-            lr = recipe.learning_rate(hps, global_step)
-            optimizer.learning_rate.assign(lr)
+            lr = recipe.set_learning_rates(optimizer, hps, global_step)
             results = strategy.run(replica_step, args=(images, labels))
             xent = strategy.reduce('SUM', results['xent'], axis=None)
             weight_decay = strategy.reduce('MEAN', results['weight_decay'], axis=None)
@@ -239,16 +240,17 @@ class ResNet:
 
         return TrainOp(train_step, TrainState(model, optimizer, global_step, averaged_model, lookahead))
 
-    def build_eval_op(self, model, strategy=None, jit_compile=False):
+    def build_eval_op(self, model, strategy=None, jit_compile=False, tta=True):
         """The compiled eval step of `model` (with ema_decay, pass TrainState.eval_model). For a batch
         of any size it gives the summed loss, the count of right predictions, the count of images,
-        and the confusion matrix (rows: true labels, columns: predictions)."""
+        and the confusion matrix (rows: true labels, columns: predictions). tta=False: one view
+        per image, whatever flip_tta and translate_tta say."""
         strategy = strategy or tf.distribute.get_strategy()
         hps = self.hps
 
         @tf.function(jit_compile=jit_compile)
         def replica_eval(images, labels):
-            logits = recipe.inference_logits(model, images, hps.flip_tta, hps.translate_tta)
+            logits = recipe.inference_logits(model, images, hps.flip_tta and tta, hps.translate_tta and tta)
             xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
             predictions = tf.argmax(logits, axis=1, output_type=labels.dtype)
             return {

@@ -51,7 +51,7 @@ class SplitScorer:
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         self.batches = iter(strategy.experimental_distribute_dataset(dataset.with_options(options)))
-        self.model = self.eval_step = None
+        self.model, self.eval_steps = None, {}  # the model scored last, and its compiled step per tta
 
     @classmethod
     def of_split(cls, config, split, strategy, label=''):
@@ -59,14 +59,18 @@ class SplitScorer:
         images, labels = cifar_input.load_run_split(config, split)
         return cls(config.hparams, images, labels, config.eval_batch_size, strategy, config.jit_compile, label)
 
-    def __call__(self, model):
-        """{precision, loss, num_examples} of `model` on the split, and its confusion matrix."""
-        if model is not self.model:  # one compiled step per model
-            self.model, self.eval_step = model, self.resnet.build_eval_op(model, self.strategy, self.jit_compile)
+    def __call__(self, model, tta=True):
+        """{precision, loss, num_examples} of `model` on the split, and its confusion matrix;
+        tta=False: one view per image, whatever the hparams' test-time augmentation."""
+        if model is not self.model:
+            self.model, self.eval_steps = model, {}
+        if tta not in self.eval_steps:  # one compiled step per model and views
+            self.eval_steps[tta] = self.resnet.build_eval_op(model, self.strategy, self.jit_compile, tta)
+        eval_step = self.eval_steps[tta]
         confusion, loss_sum = 0, 0.0
         last_progress = time.time()
         for _ in range(self.num_batches):
-            result = self.eval_step(*next(self.batches))
+            result = eval_step(*next(self.batches))
             confusion += result['confusion'].numpy()
             loss_sum += float(result['loss_sum'])
             if time.time() - last_progress >= PROGRESS_EVERY_SECS:
@@ -153,9 +157,14 @@ def report_dir(config):
 class EvalReporter:
     """Scores a model on the configured split and reports it: summaries, metrics.json with the best
     precision of that split, and a row of history.csv. Only the chief reports, and nothing is
-    written before the first report; from then on, to the end of `with`, it owns the folder."""
+    written before the first report; from then on, to the end of `with`, it owns the folder.
+    in_training: the evals of a training run, which with intermediate_tta=false use one view per
+    image before train_steps (test-time augmentation at the final eval only)."""
 
-    def __init__(self, config, strategy):
+    def __init__(self, config, strategy, in_training=False):
+        hps = config.hparams
+        self.has_tta = hps.flip_tta or hps.translate_tta
+        self.one_view_before = hps.train_steps if in_training and not hps.intermediate_tta else 0
         self.split = config.eval_split
         self.scorer = SplitScorer.of_split(config, self.split, strategy)
         self.class_names = config.class_names
@@ -190,8 +199,11 @@ class EvalReporter:
 
     def __call__(self, model, step, checkpoint):
         """Scores `model`, saved at `step` as `checkpoint`, reports it and returns its metrics."""
-        scores, confusion = self.scorer(model)
+        tta = step >= self.one_view_before
+        scores, confusion = self.scorer(model, tta)
         metrics = {'step': step, 'split': self.split, **scores, 'checkpoint': checkpoint}
+        if self.has_tta:
+            metrics['tta'] = tta
         self.best_precision = metrics['best_precision'] = max(self.best_precision, metrics['precision'])
         # Per class: the share of that class's images classified right.
         recall = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
@@ -201,14 +213,16 @@ class EvalReporter:
         metrics['confusion_matrix'] = confusion.tolist()  # rows: true classes, columns: predictions
         if self.eval_dir:
             self._write(metrics, confusion)
+        views = {True: ', with test-time augmentation', False: ', one view: no test-time augmentation'}
         logging.info(
-            'eval at step %d: loss %.4f, precision %.4f, best precision %.4f (%d %s images)',
+            'eval at step %d: loss %.4f, precision %.4f, best precision %.4f (%d %s images%s)',
             step,
             metrics['loss'],
             metrics['precision'],
             self.best_precision,
             metrics['num_examples'],
             self.split,
+            views[tta] if self.has_tta else '',
         )
         return metrics
 

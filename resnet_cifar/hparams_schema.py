@@ -27,6 +27,7 @@ VERSIONS = {
     1: 'the first hparams.json: the original nine and what the loop needs',
     2: 'the recipe switches (recipe.py)',
     3: "the speed-run switches (airbench94's, docs/fast.md)",
+    4: "Muon (airbench94_muon's) and evals within training of one view",
 }
 
 
@@ -38,6 +39,7 @@ class Rule(typing.NamedTuple):
     holds: typing.Callable
     expected: str
     related: tuple = ()  # the other keys the rule depends on, which a user may have changed instead
+    doc: str = ''  # the rule in the docs' table, where `expected` quotes values
 
 
 class Key(typing.NamedTuple):
@@ -50,8 +52,8 @@ class Key(typing.NamedTuple):
     shapes_variables: bool = False  # a checkpoint fits only a network that agrees on it
 
 
-def _rule(holds, expected, related=()):
-    return (Rule(holds, expected, tuple(related)),)
+def _rule(holds, expected, related=(), doc=''):
+    return (Rule(holds, expected, tuple(related), doc),)
 
 
 def _positive(name):
@@ -140,9 +142,10 @@ SCHEMA = (
         'optimizer',
         str,
         'mom',
-        "SGD with momentum ('mom', the original's), plain ('sgd') or Nesterov's ('nesterov')",
+        "SGD with momentum ('mom', the original's), plain ('sgd') or Nesterov's ('nesterov'); 'muon': Muon for "
+        'the conv kernels, Nesterov SGD for the rest',
         1,
-        _one_of('optimizer', 'mom', 'sgd', 'nesterov'),
+        _one_of('optimizer', 'mom', 'sgd', 'nesterov', 'muon'),
     ),
     # What the loop needs.
     Key(
@@ -211,6 +214,7 @@ SCHEMA = (
             lambda h: h.lr_schedule not in ('cosine', 'triangular') or h.warmup_steps < h.train_steps,
             'fewer than train_steps ({hps.train_steps}) with lr_schedule {hps.lr_schedule}',
             ['train_steps', 'lr_schedule'],
+            'fewer than train_steps with a cosine or triangular lr_schedule',
         ),
     ),
     # The newer recipes (recipe.py).
@@ -360,6 +364,30 @@ SCHEMA = (
         3,
         _rule(lambda h: h.logit_scale > 0, 'a positive number; 1: unchanged'),
     ),
+    # Muon and leaner evals (airbench94_muon; resnet_cifar/muon.py, evaluation.py).
+    Key(
+        'muon_lrn_rate',
+        float,
+        0.24,
+        "with optimizer 'muon', the conv kernels' rate, on the schedule of lrn_rate",
+        4,
+        _rule(lambda h: h.muon_lrn_rate > 0, 'a positive number'),
+    ),
+    Key(
+        'muon_momentum',
+        float,
+        0.6,
+        "with optimizer 'muon', the conv kernels' Nesterov momentum",
+        4,
+        _fraction('muon_momentum'),
+    ),
+    Key(
+        'intermediate_tta',
+        bool,
+        True,
+        'evals before train_steps take the test-time augmentation asked; false: one view per image',
+        4,
+    ),
 )
 
 HParams = collections.namedtuple('HParams', [key.name for key in SCHEMA])
@@ -390,7 +418,8 @@ def markdown_table():
     for key in SCHEMA:
         kind = 'list of integers' if key.kind is list else key.kind.__name__
         default = json.dumps(key.default)
-        rules = '; '.join(re.sub(r' \(\{hps\.\w+\}\)', '', rule.expected) for rule in key.rules) or 'any'
+        rules = '; '.join(rule.doc or re.sub(r' \(\{hps\.\w+\}\)', '', rule.expected) for rule in key.rules)
+        rules = rules or 'any'
         rows.append(f'| `{key.name}` | {kind} | `{default}` | {key.meaning} | {rules} | {key.version} |')
     versions = [f'{number}: {what}' for number, what in VERSIONS.items()]
     return '\n'.join([TABLE_BEGIN, *rows, '', 'Versions of hparams.json: ' + '; '.join(versions) + '.', TABLE_END])

@@ -5,9 +5,10 @@ recipe's, unchanged."""
 import keras
 import tensorflow as tf
 
-from resnet_cifar import fast_network
+from resnet_cifar import fast_network, muon
 
 DECOUPLED_EXAMPLES = 1024  # with decoupled, lrn_rate and weight_decay_rate are per this many examples
+WHITEN_KERNEL = f'{fast_network.WHITEN}/kernel'  # the frozen whitening kernel's variable path
 
 
 def learning_rate(hps, step):
@@ -57,7 +58,7 @@ def decoupled_weight_decay(model, hps):
     terms = [
         tf.nn.l2_loss(variable) / (hps.bn_bias_lr if id(variable) in offsets else 1.0)
         for variable in model.trainable_variables
-        if variable.path != f'{fast_network.WHITEN}/kernel'
+        if variable.path != WHITEN_KERNEL and not trains_with_muon(variable, hps)
     ]
     return hps.weight_decay_rate / hps.lrn_rate * tf.add_n(terms)
 
@@ -95,9 +96,35 @@ def cross_entropy(logits, labels, label_smoothing=0.0):
 
 
 def make_optimizer(hps):
-    """SGD: plain ('sgd'), with momentum ('mom', the original's) or with Nesterov momentum ('nesterov')."""
+    """SGD: plain ('sgd'), with momentum ('mom', the original's) or with Nesterov momentum
+    ('nesterov'); 'muon': Muon for the conv kernels (muon_lrn_rate, muon_momentum), SGD with
+    Nesterov momentum for the rest."""
     momentum = 0.0 if hps.optimizer == 'sgd' else hps.momentum
-    return keras.optimizers.SGD(learning_rate=hps.lrn_rate, momentum=momentum, nesterov=hps.optimizer == 'nesterov')
+    nesterov = hps.optimizer in ('nesterov', 'muon')
+    sgd = keras.optimizers.SGD(learning_rate=hps.lrn_rate, momentum=momentum, nesterov=nesterov)
+    if hps.optimizer != 'muon':
+        return sgd
+    return muon.MuonAndSGD(muon.ConvMuon(hps.muon_lrn_rate, hps.muon_momentum), sgd, frozen_paths=(WHITEN_KERNEL,))
+
+
+def trains_with_muon(variable, hps):
+    """Whether `variable` is a conv kernel that Muon trains (optimizer 'muon'); these take no
+    weight decay (Muon keeps their norm)."""
+    return hps.optimizer == 'muon' and muon.is_trained_filter(variable, (WHITEN_KERNEL,))
+
+
+def set_learning_rates(optimizer, hps, step):
+    """Sets the optimizer's rates for `step` and returns learning_rate's: with 'muon', Muon's
+    rate is muon_lrn_rate on the same schedule (warm-up and decay) as the SGD rate."""
+    lr = learning_rate(hps, step)
+    if hps.optimizer != 'muon':
+        optimizer.learning_rate.assign(lr)
+        return lr
+    optimizer = getattr(optimizer, 'inner_optimizer', optimizer)  # under a LossScaleOptimizer
+    optimizer.sgd.learning_rate.assign(lr)
+    peak = hps.lrn_rate * (decoupled_rate_scale(hps) if hps.decoupled else 1.0)  # the schedule's 1
+    optimizer.muon.learning_rate.assign(lr * (hps.muon_lrn_rate / peak))
+    return lr
 
 
 def update_average(averaged_model, model, ema_decay, step):

@@ -194,14 +194,12 @@ def _check_batch_divides(batch_size, strategy):
         )
 
 
-def _resume(config, checkpoint, saved_config, chief):
-    """Restores the newest checkpoint of log_root, if there is one, and returns its path."""
-    resume_from = resume.resume_checkpoint(config, repair=chief)
+def _resume(config, checkpoint, saved_config, resume_from):
+    """Restores `resume_from` (resume.resume_checkpoint's), if there is one."""
     if resume_from:
         _check_average(resume_from, config.hparams)
         checkpoint.restore(resume_from).expect_partial().assert_existing_objects_matched()
         saved_config.assign(json.dumps(config.to_json()))  # the next checkpoints save this invocation's
-    return resume_from
 
 
 def _complete(config, step, resume_from):
@@ -323,13 +321,14 @@ def train(config, strategy=None, evaluate=False):
         if evaluate and chief:  # its eval folder too, from the start: an eval started beside it is refused, not it
             on_exit.enter_context(ownership.Ownership(evaluation.report_dir(config), mode, 'eval_dir'))
         keras.utils.set_random_seed(config.data.seed)  # the initial weights, before any is made
-        whitening = fast_network.whitening_kernel(images) if hps.whiten else None  # a resume restores its own
+        resume_from = resume.resume_checkpoint(config, repair=chief)  # first: it may rebuild the index
+        whitening = fast_network.whitening_kernel(images) if hps.whiten and not resume_from else None  # else restored
         resnet = resnet_model.ResNet(hps, sync_batch_norm=config.sync_batch_norm, whitening=whitening)
         devices.refuse_xla_across_replicas(config.jit_compile, strategy)
         train_op = resnet.build_train_op(strategy, config.jit_compile)
         saved_config = tf.Variable(json.dumps(config.to_json()))
         checkpoint = train_op.state.checkpoint(saved_config)
-        resume_from = _resume(config, checkpoint, saved_config, chief)  # first: it may rebuild the index
+        _resume(config, checkpoint, saved_config, resume_from)
         manager = tf.train.CheckpointManager(
             checkpoint, log_root, max_to_keep=config.keep_checkpoints, checkpoint_name=checkpoint_index.CHECKPOINT_NAME
         )
@@ -341,7 +340,9 @@ def train(config, strategy=None, evaluate=False):
         sys.stdout.flush()
         if chief and not resume_from:  # a resumed run's is written with its next checkpoint, which then agrees
             run_folder.write_config(config)
-        eval_reporter = on_exit.enter_context(evaluation.EvalReporter(config, strategy)) if evaluate else None
+        eval_reporter = (
+            on_exit.enter_context(evaluation.EvalReporter(config, strategy, in_training=True)) if evaluate else None
+        )
         progress = _Progress(_summary_writer(config, chief, on_exit), strategy, hps, step)
         next_batch = training_batches(config, strategy, images, labels, step)
         logging.info(

@@ -31,10 +31,10 @@ def _two_replicas(case):
     return json.loads(result.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize('case', ['one_step', 'fast_steps', 'device_input_steps'])
+@pytest.mark.parametrize('case', ['one_step', 'fast_steps', 'device_input_steps', 'muon_steps'])
 def test_two_replicas_take_the_same_steps_as_one_device(case):
-    """The 2016 recipe's step, the fast preset's steps with every switch, and steps on batches
-    made on the device, each replica its slice, on two replicas."""
+    """The 2016 recipe's step, the airbench94 preset's steps with every switch, steps on batches made
+    on the device (each replica its slice), and steps with Muon, on two replicas."""
     measured = _two_replicas(case)
     assert measured['replicas'] == 2 and not measured.get('unequal_batches')
     assert measured['update_norm'] > 1e-3, 'the steps must change the weights'

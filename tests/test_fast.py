@@ -213,12 +213,15 @@ def test_bad_switches_are_refused_naming_the_key(values, key):
         tiny_hparams(**values)
 
 
-def test_the_fast_preset_is_airbench_with_every_switch():
-    hps = presets.build_hparams('fast')
+def test_the_airbench94_preset_is_airbench_with_every_switch_and_fast_adds_muon():
+    hps = presets.build_hparams('airbench94')
     assert resnet_model.network_name(hps) == 'airbench (64/256/256)'
     switches = ('whiten', 'dirac_init', 'decoupled', 'alternating_flip', 'reflect_pad', 'flip_tta', 'translate_tta')
     assert all(getattr(hps, switch) for switch in switches) and not hps.bn_scale
     assert hps.lr_schedule == 'triangular' and hps.bn_bias_lr > 1 and hps.lookahead_every and hps.logit_scale < 1
+    fast = presets.build_hparams('fast')
+    assert fast.optimizer == 'muon' and not fast.lookahead_every and not fast.intermediate_tta
+    assert fast.network == 'airbench' and all(getattr(fast, switch) for switch in switches)
 
 
 def _weights(path):

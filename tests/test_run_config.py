@@ -21,6 +21,7 @@ PUBLISHED_PARAMS = {
     'resnet1001_bottleneck': 10.2e6,
     'wrn_28_10': 36.5e6,
     'fast': 1.97e6,  # airbench94's network (its batch-norm weights, which never train, left out)
+    'airbench94': 1.97e6,  # the same network
 }
 
 
@@ -116,7 +117,7 @@ def test_an_override_of_an_unknown_hparam_names_the_override(tmp_path):
         ('lrn_rate=0', ['lrn_rate', 'positive']),
         ('num_residual_units=0', ['num_residual_units', 'positive']),
         ('batch_size=0', ['batch_size', 'positive']),
-        ('optimizer=adam', ['optimizer', "'mom', 'sgd' or 'nesterov'"]),
+        ('optimizer=adam', ['optimizer', "'mom', 'sgd', 'nesterov' or 'muon'"]),
         ('train_steps=ten', ['train_steps', 'an integer']),
     ],
 )

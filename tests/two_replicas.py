@@ -23,8 +23,9 @@ from resnet_cifar.run_config import build_hparams
 CPU = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
 HPS = make_hparams({'num_residual_units': 1, 'batch_size': 16})
-FAST = build_hparams('fast', {'filters': [24, 8, 16, 16], 'batch_size': 16, 'train_steps': 4, 'warmup_steps': 1})
-FAST = FAST._replace(whiten_bias_steps=2, lookahead_every=2, lookahead_start=1)
+NARROW = {'filters': [24, 8, 16, 16], 'batch_size': 16, 'train_steps': 4, 'whiten_bias_steps': 2}
+FAST = build_hparams('airbench94', {**NARROW, 'warmup_steps': 1, 'lookahead_every': 2, 'lookahead_start': 1})
+MUON = build_hparams('fast', NARROW)
 
 
 def _batch(size, seed=0):
@@ -55,9 +56,15 @@ def one_step():
 
 
 def fast_steps():
-    """Three steps of the fast preset, narrowed: the whitening stem, the batch-norm bias rate, the
+    """Three steps of the airbench94 preset, narrowed: the whitening stem, the batch-norm bias rate, the
     decoupled decay, and the lookahead average updated and copied back across replicas."""
     return _steps_compared(FAST, 3)
+
+
+def muon_steps():
+    """Three steps of the fast preset, narrowed: Muon for the conv kernels (their momentum and
+    orthogonalized updates) and SGD for the rest, across replicas."""
+    return _steps_compared(MUON, 3)
 
 
 def _steps_compared(hps, steps):
