@@ -7,8 +7,6 @@ A new hparam is one Key at the end, with a default that keeps every earlier run'
 new entry of VERSIONS."""
 
 import collections
-import json
-import re
 import typing
 
 MAX_STEPS = 2**31 - 1  # far more steps than any run takes: a larger train_steps is a typo
@@ -393,36 +391,6 @@ SCHEMA = (
 HParams = collections.namedtuple('HParams', [key.name for key in SCHEMA])
 DEFAULT_HPARAMS = HParams(*(key.default for key in SCHEMA))
 KEYS = {key.name: key for key in SCHEMA}
-
-
-def keys_of_versions_up_to(version):
-    """The keys a run folder of hparams.json `version` holds, in schema order."""
-    return [key.name for key in SCHEMA if key.version <= version]
-
-
-def version_of(saved_names):
-    """The newest hparams.json version that a saved `hparams` object holds a key of (1 if none)."""
-    return max((KEYS[name].version for name in saved_names if name in KEYS), default=1)
-
-
-TABLE_BEGIN = '<!-- the hparams table: made by scripts/hparams_table.py from resnet_cifar/hparams_schema.py -->'
-TABLE_END = '<!-- end of the hparams table -->'
-
-
-def markdown_table():
-    """The key table of docs/presets.md, between TABLE_BEGIN and TABLE_END."""
-    rows = [
-        '| key | kind | default | what it is | rule | since |',
-        '| --- | --- | --- | --- | --- | --- |',
-    ]
-    for key in SCHEMA:
-        kind = 'list of integers' if key.kind is list else key.kind.__name__
-        default = json.dumps(key.default)
-        rules = '; '.join(rule.doc or re.sub(r' \(\{hps\.\w+\}\)', '', rule.expected) for rule in key.rules)
-        rules = rules or 'any'
-        rows.append(f'| `{key.name}` | {kind} | `{default}` | {key.meaning} | {rules} | {key.version} |')
-    versions = [f'{number}: {what}' for number, what in VERSIONS.items()]
-    return '\n'.join([TABLE_BEGIN, *rows, '', 'Versions of hparams.json: ' + '; '.join(versions) + '.', TABLE_END])
 
 
 def architecture(hps):

@@ -20,8 +20,15 @@ DATA_KEYS = tuple(field.name for field in dataclasses.fields(run_config.DataSett
 
 def hparams_expected(saved_hparams):
     """The hparam keys a saved `hparams` object must hold: those of every version up to the newest
-    one it holds a key of."""
-    return hparams_schema.keys_of_versions_up_to(hparams_schema.version_of(saved_hparams))
+    one it holds a key of (1 if none)."""
+    keys = hparams_schema.KEYS
+    newest = max((keys[name].version for name in saved_hparams if name in keys), default=1)
+    return keys_of_version(newest)
+
+
+def keys_of_version(version):
+    """The hparam keys a run folder of hparams.json `version` holds, in schema order."""
+    return [key.name for key in hparams_schema.SCHEMA if key.version <= version]
 
 
 def parse(saved, log_root, source, way_out):

@@ -34,7 +34,6 @@ import time
 
 from absl import flags
 
-import cifar_input
 from resnet_cifar import choices, datasets, errors, presets, run_config, startup
 
 flags.DEFINE_string('hparams', 'resnet32', 'A preset or a JSON file, as resnet_main.py --hparams.')
@@ -145,6 +144,7 @@ def measure_loop_overhead(strategy):
     import keras
     import tensorflow as tf
 
+    import cifar_input
     import resnet_model
     from resnet_cifar import training
 

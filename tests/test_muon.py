@@ -61,7 +61,7 @@ def test_muon_trains_the_conv_kernels_and_sgd_the_rest():
         if initial is None:
             initial = {v.path: v.numpy() for v in model.weights}
         model.set_weights([initial[v.path] for v in model.weights])
-        train_op = resnet.build_train_op()
+        train_op = resnet.build_train_op(model=model)
         train_op.train_step(images, labels)
         stepped[name] = {v.path: v.numpy() for v in model.trainable_variables}
 

@@ -17,10 +17,10 @@ from resnet_cifar import (
     checkpoint_index,
     errors,
     evaluation,
-    hparams_schema,
     json_files,
     restore,
     run_folder,
+    saved_config,
     trained_model,
     training,
 )
@@ -153,7 +153,7 @@ def test_hparams_json_of_the_first_version_still_loads(run):
     holds some of the keys a later version added lost the others."""
 
     def first_version(saved):
-        saved['hparams'] = {key: saved['hparams'][key] for key in hparams_schema.keys_of_versions_up_to(1)}
+        saved['hparams'] = {key: saved['hparams'][key] for key in saved_config.keys_of_version(1)}
 
     _edit_hparams_json(run.log_root, first_version)
     assert run_folder.read_config(run.log_root).hparams == run.hparams

@@ -39,13 +39,13 @@ def _build_config_error(tmp_path, *args):
     ('args', 'starts', 'also'),
     [
         (
-            ['--hparams=fast', '--train_steps=4'],
-            "--train_steps: preset fast's warmup_steps: expected fewer than train_steps (4)",
+            ['--hparams=airbench94', '--train_steps=4'],
+            "--train_steps: preset airbench94's warmup_steps: expected fewer than train_steps (4)",
             '; give warmup_steps too: --hparams_override=warmup_steps=VALUE',
         ),
         (
-            ['--hparams=fast', '--hparams_override=train_steps=4'],
-            "--hparams_override: train_steps: preset fast's warmup_steps: expected fewer than train_steps (4)",
+            ['--hparams=airbench94', '--hparams_override=train_steps=4'],
+            "--hparams_override: train_steps: preset airbench94's warmup_steps: expected fewer than train_steps (4)",
             '--hparams_override=warmup_steps=VALUE',
         ),
         (['--train_steps=100000000000000000000'], '--train_steps: expected a positive integer up to 2147483647', ''),
