@@ -143,7 +143,8 @@ class TrainOp(typing.NamedTuple):
 
 
 class ResNet:
-    """Builds the Keras model and its compiled training and evaluation steps from HParams.
+    """Builds the Keras model of the network hps.network names (the original's ResNet, or airbench's:
+    the design card keeps the name) and its compiled training and evaluation steps from HParams.
 
     The steps run under a tf.distribute strategy: each replica takes its share of the global batch
     and results are summed across replicas, so loss, learning rate and step mean the same on any

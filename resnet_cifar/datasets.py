@@ -18,6 +18,12 @@ IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE * DEPTH
 # tests, and what scripts/benchmark.py and scripts/sweep.py use when given no --data_dir.
 SHARED_SUBSET = os.path.normpath(os.path.join(__file__, '..', '..', '..', 'shared', 'data', 'cifar10-subset'))
 
+
+def data_dir_or_shared(data_dir):
+    """`data_dir`, else the shared subset where it is beside the checkout, else None."""
+    return data_dir or (SHARED_SUBSET if os.path.isdir(SHARED_SUBSET) else None)
+
+
 DatasetSpec = collections.namedtuple('DatasetSpec', 'num_classes label_offset train_files test_files folder tfds_name')
 DATASETS = {
     # CIFAR-10 records: 1 label byte + 3072 pixel bytes (1024 red, 1024 green, 1024 blue).

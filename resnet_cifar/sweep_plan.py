@@ -170,7 +170,7 @@ def configurations(grid):
 
 def _check_data(recipe):
     """The data folder holds the dataset, with room for the validation split; returns its absolute path."""
-    data_dir = recipe.data_dir or (datasets.SHARED_SUBSET if os.path.isdir(datasets.SHARED_SUBSET) else None)
+    data_dir = datasets.data_dir_or_shared(recipe.data_dir)
     if not data_dir:
         raise UserError(
             f'needed: the folder of the binary batch files (there is no {datasets.SHARED_SUBSET})', 'data_dir'

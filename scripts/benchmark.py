@@ -69,7 +69,7 @@ def _rate(count, seconds):
 def _load(split):
     import cifar_input
 
-    data_dir = FLAGS.data_dir or (datasets.SHARED_SUBSET if os.path.isdir(datasets.SHARED_SUBSET) else None)
+    data_dir = datasets.data_dir_or_shared(FLAGS.data_dir)
     source = FLAGS.data_source
     if source == 'binary' and not data_dir:
         raise errors.UserError('needed with --data_source=binary', 'data_dir')
@@ -148,7 +148,7 @@ def measure_loop_overhead(strategy):
     import resnet_model
     from resnet_cifar import training
 
-    data_dir = FLAGS.data_dir or (datasets.SHARED_SUBSET if os.path.isdir(datasets.SHARED_SUBSET) else None)
+    data_dir = datasets.data_dir_or_shared(FLAGS.data_dir)
     if FLAGS.data_source == 'binary':
         data = run_config.data_settings(FLAGS.dataset, data_dir, seed=FLAGS.seed)
     else:
