@@ -214,7 +214,9 @@ def test_repeated_kill_9_loses_at_most_the_checkpoint_interval(subset, tmp_path)
         reached = checkpoint_steps(log_root)[-1]
         assert 0 <= logged - reached <= every, (logged, reached)
     config = tiny_config(log_root, subset, {'train_steps': 10000}, eval_once=True)
-    assert evaluation.evaluate_checkpoints(config)['step'] == reached
+    # Eval scores the newest checkpoint the index names: the kill may fall after a save's files and
+    # before its naming, and only a resume names that one (test_run_folder checks the repair).
+    assert evaluation.evaluate_checkpoints(config)['step'] in (reached, reached - every)
 
 
 def test_help_is_quiet_and_no_failure():
