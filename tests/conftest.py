@@ -112,6 +112,21 @@ def with_steps(config, train_steps, **options):
 
 
 @pytest.fixture
+def parsed_flags():
+    """resnet_main's flags parsed from a command line in this process; afterwards unparsed, and absl's
+    logging level put back (unparsing resets --verbosity, which sets absl's logger to WARNING and
+    would hide the INFO lines of the tests that run next in this process)."""
+    from absl import logging as absl_logging
+
+    import resnet_main
+
+    level = absl_logging.get_absl_logger().level
+    yield lambda *args: resnet_main.FLAGS(['resnet_main.py', *args])
+    resnet_main.FLAGS.unparse_flags()
+    absl_logging.get_absl_logger().setLevel(level)
+
+
+@pytest.fixture
 def copy_run(tmp_path):
     """Copies a run's folder, for a test that changes it; returns the copy's configuration."""
 

@@ -54,13 +54,6 @@ def test_second_run_resumes_without_repeating_flags(cli_run):
     assert saved['data']['train_data_path'].endswith('cifar10-subset/data_batch_*.bin')
 
 
-@pytest.fixture
-def parsed_flags():
-    """resnet_main's flags parsed from a command line in this process; unparsed afterwards."""
-    yield lambda *args: resnet_main.FLAGS(['resnet_main.py', *args])
-    resnet_main.FLAGS.unparse_flags()
-
-
 def test_resume_with_another_architecture_is_refused(cli_run, parsed_flags):
     before = sorted(os.listdir(cli_run['log_root']))
     parsed_flags('--log_root', cli_run['log_root'], '--hparams=resnet110')

@@ -21,15 +21,8 @@ from resnet_cifar import presets, run_list, run_summary, trained_model, training
 from resnet_cifar.errors import UserError
 
 
-@pytest.fixture
-def parsed_flags():
-    """resnet_main's flags parsed from a command line in this process; unparsed afterwards."""
-    yield lambda *args: resnet_main.FLAGS(['resnet_main.py', *args])
-    resnet_main.FLAGS.unparse_flags()
-
-
-def _build_config_error(tmp_path, *args):
-    resnet_main.FLAGS(['resnet_main.py', f'--log_root={tmp_path / "run"}', f'--data_dir={tmp_path}', *args])
+def _build_config_error(parsed_flags, tmp_path, *args):
+    parsed_flags(f'--log_root={tmp_path / "run"}', f'--data_dir={tmp_path}', *args)
     with pytest.raises(UserError) as error:
         resnet_main.build_config('float32')
     return error.value.line(resnet_main.flag_name)
@@ -71,7 +64,7 @@ def _build_config_error(tmp_path, *args):
     ],
 )
 def test_a_refused_value_names_what_the_user_typed(parsed_flags, tmp_path, args, starts, also):
-    line = _build_config_error(tmp_path, *args)
+    line = _build_config_error(parsed_flags, tmp_path, *args)
     assert line.startswith(starts) and also in line, line
     assert not (tmp_path / 'run').exists()
 
