@@ -1,4 +1,4 @@
-"""The sweep on Ray, nothing reported off the machine: the grid of test_sweep.py's local sweep on a
+"""The sweep on Ray, nothing reported off the machine: the values of test_sweep.py's local grid, one seed each, on a
 local cluster the sweep starts, stopped by Ctrl-C, then run again on a cluster of 2 CPUs it joins at
 an address, resuming, to a table of the same shape."""
 
@@ -35,10 +35,10 @@ def test_ray_runs_the_same_sweep_stops_on_ctrl_c_and_resumes(ray_module, subset,
     Ctrl-C; then run again on a cluster it joins at an address, it resumes and ends with a table of
     the local sweep's shape."""
     root, steps = str(tmp_path / 'ray'), 60
-    args = [f'--root={root}', f'--data_dir={subset}', '--grid=lrn_rate=[0.1,0.2]', '--seeds=2', '--engine=ray']
+    args = [f'--root={root}', f'--data_dir={subset}', '--grid=lrn_rate=[0.1,0.2]', '--seeds=1', '--engine=ray']
     args += [f'--hparams_override={TINY_OVERRIDE},train_steps={steps},lr_boundaries=[30]', '--validation_size=200']
     args += ['--eval_every_steps=20', '--milestones=0.05,0.99']
-    trials = [f'lrn_rate={value}/seed_{seed}' for value in (0.1, 0.2) for seed in (0, 1)]
+    trials = [f'lrn_rate={value}/seed_0' for value in (0.1, 0.2)]  # one seed: the two run side by side
     process = start_sweep(*args)
     out, errors = ctrl_c_when_saved(process, [os.path.join(root, trial) for trial in trials])
     assert process.returncode == 130 and errors.splitlines()[-1].startswith('stopped by SIGINT'), errors
@@ -62,4 +62,4 @@ def test_ray_runs_the_same_sweep_stops_on_ctrl_c_and_resumes(ray_module, subset,
         assert 'resumed from' in open(os.path.join(root, f'{trial}.log')).read()
     table = read_table(root)
     assert list(next(iter(table.values()))) == HEADER  # as the local engine's
-    assert sorted(table) == sorted((value, row) for value in ('0.1', '0.2') for row in ('0', '1', *SUMMARY_ROWS))
+    assert sorted(table) == sorted((value, row) for value in ('0.1', '0.2') for row in ('0', *SUMMARY_ROWS))
