@@ -114,16 +114,17 @@ def with_steps(config, train_steps, **options):
 @pytest.fixture
 def parsed_flags():
     """resnet_main's flags parsed from a command line in this process; afterwards unparsed, and absl's
-    logging level put back (unparsing resets --verbosity, which sets absl's logger to WARNING and
-    would hide the INFO lines of the tests that run next in this process)."""
+    verbosity put back: unparsing resets --verbosity to WARNING, which would hide the INFO lines of
+    the tests that run next in this process, at once or at the next SavedModel save (TensorFlow
+    sets the verbosity it reads from the flag back after each)."""
     from absl import logging as absl_logging
 
     import resnet_main
 
-    level = absl_logging.get_absl_logger().level
+    verbosity = absl_logging.get_verbosity()
     yield lambda *args: resnet_main.FLAGS(['resnet_main.py', *args])
     resnet_main.FLAGS.unparse_flags()
-    absl_logging.get_absl_logger().setLevel(level)
+    absl_logging.set_verbosity(verbosity)
 
 
 @pytest.fixture
