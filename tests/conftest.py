@@ -77,6 +77,13 @@ def skip_here_fail_in_ci(message, in_ci):
     pytest.skip(message)
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one test worker more than the CPUs this process may use. Many tests wait for
+    programs they start (trainers, sweeps, a cluster's workers), and the extra worker computes
+    meanwhile (docs/testing.md has the measurements)."""
+    return len(os.sched_getaffinity(0)) + 1
+
+
 @pytest.fixture(autouse=True, scope='session')
 def user_cache(tmp_path_factory):
     """The user's cache folder (dtype_speed's measurements), for this process and the programs it

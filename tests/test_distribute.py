@@ -19,10 +19,12 @@ from resnet_cifar import devices, evaluation, run_folder, training
 from resnet_cifar.errors import UserError
 
 
-def _two_replicas(case):
-    """The measurements of tests/two_replicas.py CASE, which needs a process of its own."""
+@pytest.fixture(scope='module')
+def two_replicas():
+    """The measurements of every case of tests/two_replicas.py, which needs a process of its own: one
+    process for all of them, TensorFlow's start-up paid once."""
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'tests', 'two_replicas.py'), case],
+        [sys.executable, os.path.join(ROOT, 'tests', 'two_replicas.py')],
         capture_output=True,
         text=True,
         timeout=600,
@@ -32,18 +34,18 @@ def _two_replicas(case):
 
 
 @pytest.mark.parametrize('case', ['one_step', 'fast_steps', 'device_input_steps', 'muon_steps'])
-def test_two_replicas_take_the_same_steps_as_one_device(case):
+def test_two_replicas_take_the_same_steps_as_one_device(two_replicas, case):
     """The 2016 recipe's step, the airbench94 preset's steps with every switch, steps on batches made
     on the device (each replica its slice), and steps with Muon, on two replicas."""
-    measured = _two_replicas(case)
+    measured = two_replicas[case]
     assert measured['replicas'] == 2 and not measured.get('unequal_batches')
     assert measured['update_norm'] > 1e-3, 'the steps must change the weights'
     assert measured['loss_difference'] < 1e-5, measured
     assert measured['weights_difference'] < 1e-5, measured
 
 
-def test_two_replica_checkpoint_evaluates_the_same_on_one_device():
-    measured = _two_replicas('checkpoint_across_strategies')
+def test_two_replica_checkpoint_evaluates_the_same_on_one_device(two_replicas):
+    measured = two_replicas['checkpoint_across_strategies']
     two, one = measured['two_replicas'], measured['one_device']
     assert two['count'] == one['count'] == 50
     assert two['correct'] == one['correct']

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -57,15 +58,25 @@ facts['metadata_names'] = json.loads(session.get_modelmeta().custom_metadata_map
 CLIENT = """
 import json, sys
 import numpy as np
-folder, images, facts, class_names = sys.argv[1], np.load(sys.argv[2]), {{}}, None
+
+
+def answer(folder, images):
+    facts, class_names = {{}}, None
 {client}
-if class_names is None:  # the file formats: their class_names.txt, in class id order
-    names = open(f'{{folder}}/class_names.txt').read().split()
-    class_names = [names[i] for i in probabilities.argmax(axis=1)]
-facts['class_names'] = class_names
-facts['loaded'] = sorted({{name.split('.')[0] for name in sys.modules}} & {{'tensorflow', *{project}}})
-np.save(sys.argv[3], probabilities)
-print(json.dumps(facts))
+    if class_names is None:  # the file formats: their class_names.txt, in class id order
+        names = open(f'{{folder}}/class_names.txt').read().split()
+        class_names = [names[i] for i in probabilities.argmax(axis=1)]
+    facts['class_names'] = class_names
+    return probabilities, facts
+
+
+images, answers = np.load(sys.argv[1]), []
+for folder, output in zip(sys.argv[2::2], sys.argv[3::2], strict=True):
+    probabilities, facts = answer(folder, images)
+    np.save(output, probabilities)
+    answers.append(facts)
+loaded = sorted({{name.split('.')[0] for name in sys.modules}} & {{'tensorflow', *{project}}})
+print(json.dumps({{'answers': answers, 'loaded': loaded}}))
 """
 
 
@@ -153,29 +164,44 @@ def test_the_portable_model_of_a_bottleneck_network_for_cifar100():
     np.testing.assert_allclose(portable_model.build(model, hps)(images)['probabilities'], expected, rtol=0, atol=1e-5)
 
 
+@pytest.fixture(scope='module')
+def served(run, fast_run):
+    """Each format exported from both runs and loaded in one fresh process with only its runtime
+    (started once per format): the process, each run's probabilities and facts, the modules it loaded."""
+    runs, answers = {'run': run, 'fast_run': fast_run}, {}
+
+    def serve(export_format):
+        if export_format not in answers:
+            outputs = {name: trained['root'] / f'{export_format}.npy' for name, trained in runs.items()}
+            folders = [arg for name in runs for arg in (runs[name]['export'](export_format), str(outputs[name]))]
+            client = CLIENT.format(client=textwrap.indent(CLIENTS[export_format], '    '), project=PROJECT_MODULES)
+            result = subprocess.run(
+                [sys.executable, '-c', client, str(run['root'] / 'images.npy'), *folders],
+                capture_output=True,
+                text=True,
+                cwd=run['root'],  # not the checkout: nothing of the project is importable from the folder
+                timeout=300,
+            )
+            assert result.returncode == 0, result.stderr
+            report = json.loads(result.stdout.splitlines()[-1])
+            each = {name: (np.load(outputs[name]), facts) for name, facts in zip(runs, report['answers'], strict=True)}
+            answers[export_format] = each, report['loaded']
+        return answers[export_format]
+
+    return serve
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('export_format', choices.EXPORT_FORMATS)
 @pytest.mark.parametrize('trained', ['run', 'fast_run'])
-def test_each_format_runs_in_its_own_runtime_with_predicts_answers(request, trained, export_format):
-    run = request.getfixturevalue(trained)
+def test_each_format_runs_in_its_own_runtime_with_predicts_answers(request, served, trained, export_format):
     _needs(RUNTIMES[export_format], *export_formats.NEEDS.get(export_format, ()))
-    folder = run['export'](export_format)
-    output = run['root'] / f'{export_format}.npy'
-    client = CLIENT.format(client=CLIENTS[export_format], project=PROJECT_MODULES)
-    result = subprocess.run(
-        [sys.executable, '-c', client, folder, str(run['root'] / 'images.npy'), str(output)],
-        capture_output=True,
-        text=True,
-        cwd=run['root'],  # not the checkout: nothing of the project is importable from the folder
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    facts = json.loads(result.stdout.splitlines()[-1])
-    probabilities, expected = np.load(output), run['probabilities']
+    each, loaded = served(export_format)
+    (probabilities, facts), expected = each[trained], request.getfixturevalue(trained)['probabilities']
     _assert_same_answers(probabilities, expected)
     names = datasets.CLASS_NAMES['cifar10']
     assert facts['class_names'] == [names[i] for i in probabilities.argmax(axis=1)]
-    assert facts['loaded'] == ([] if export_format in ('litert', 'onnx') else ['tensorflow'])
+    assert loaded == ([] if export_format in ('litert', 'onnx') else ['tensorflow'])
     if export_format == 'litert':
         assert not [op for op in facts['ops'] if op.startswith('Flex') or op == 'CUSTOM'], facts['ops']
     if export_format == 'onnx':

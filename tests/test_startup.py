@@ -42,15 +42,22 @@ def test_every_name_of_the_python_api_resolves():
         assert callable(getattr(resnet_cifar, name)), name
 
 
-def test_after_setup_a_run_prints_plain_lines_and_none_of_tensorflows(tmp_path):
-    result = _python(
+def _tiny_run(folder, **env):
+    """Two steps of a ResNet-8 on synthetic images in a user's script, which then prints the
+    TF_ENABLE_ONEDNN_OPTS it ran with."""
+    return _python(
         'import os, resnet_cifar\n'
         'resnet_cifar.setup()\n'
-        f'config = resnet_cifar.new_run({str(tmp_path)!r}, overrides={{"num_residual_units": 1, "batch_size": 8,'
+        f'config = resnet_cifar.new_run({str(folder)!r}, overrides={{"num_residual_units": 1, "batch_size": 8,'
         ' "train_steps": 2}, data=resnet_cifar.DataSettings(data_source="synthetic"), summary_every_steps=1)\n'
         'resnet_cifar.train(config)\n'
-        "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))\n"
+        "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))\n",
+        **env,
     )
+
+
+def test_after_setup_a_run_prints_plain_lines_and_none_of_tensorflows(tmp_path):
+    result = _tiny_run(tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert [line for line in lines if line.startswith('step ')] == [
@@ -65,6 +72,16 @@ def test_after_setup_a_run_prints_plain_lines_and_none_of_tensorflows(tmp_path):
 
 
 X86 = pytest.mark.skipif(platform.machine().lower() not in ('x86_64', 'amd64'), reason='oneDNN is chosen on x86-64')
+
+
+@X86
+def test_the_user_can_turn_onednn_off(tmp_path):
+    """The user's TF_ENABLE_ONEDNN_OPTS=0 stays: no convolution runs on oneDNN's kernels, which
+    ONEDNN_VERBOSE=1 would list (scripts/benchmark.py's test sees them listed by default)."""
+    result = _tiny_run(tmp_path, TF_ENABLE_ONEDNN_OPTS='0', ONEDNN_VERBOSE='1')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == '0'
+    assert ',exec,cpu,convolution,' not in result.stdout
 
 
 @X86

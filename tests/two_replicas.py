@@ -1,9 +1,10 @@
 """Checks that need two logical CPU devices, which TensorFlow allows only before its runtime starts,
-so tests/test_distribute.py runs this file in a fresh process:
+so tests/test_distribute.py runs this file in a fresh process, once for every case:
 
-    python tests/two_replicas.py CASE    # prints one JSON object of measurements
+    python tests/two_replicas.py [CASE ...]    # prints one JSON object: each case's measurements
 """
 
+import functools
 import json
 import os
 import sys
@@ -42,7 +43,10 @@ def _flat(model):
     return np.concatenate([np.ravel(w) for w in model.get_weights()])
 
 
+@functools.cache
 def _two_replicas():
+    """One strategy for every case: collectives of two strategies in one process can share instance
+    keys, and then mismatch."""
     return tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
 
 
@@ -161,5 +165,8 @@ def checkpoint_across_strategies():
     return {'two_replicas': measure(train_op.state.model, strategy), 'one_device': one_device}
 
 
+CASES = (one_step, fast_steps, device_input_steps, muon_steps, checkpoint_across_strategies)
+
 if __name__ == '__main__':
-    print(json.dumps(globals()[sys.argv[1]]()))
+    chosen = sys.argv[1:] or [case.__name__ for case in CASES]
+    print(json.dumps({name: globals()[name]() for name in chosen}))
