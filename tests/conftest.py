@@ -84,6 +84,18 @@ def pytest_xdist_auto_num_workers(config):
     return len(os.sched_getaffinity(0)) + 1
 
 
+def pytest_collection_modifyitems(items):
+    """The files with multi-process tests first, then those with slow ones, each file's tests kept
+    together in their order: `--dist loadfile` hands whole files to the workers in this order, and a
+    long file handed out last would run on alone at the end."""
+    marked = {}
+    for item in items:
+        names = {mark.name for mark in item.iter_markers()}
+        weight = 2 if 'multiprocess' in names else 1 if 'slow' in names else 0
+        marked[item.path] = max(marked.get(item.path, 0), weight)
+    items.sort(key=lambda item: -marked[item.path])
+
+
 @pytest.fixture(autouse=True, scope='session')
 def user_cache(tmp_path_factory):
     """The user's cache folder (dtype_speed's measurements), for this process and the programs it

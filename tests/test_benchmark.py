@@ -5,6 +5,7 @@ import json
 import os
 import platform
 
+import pytest
 import tensorflow as tf
 from conftest import TINY_OVERRIDE, assert_user_error, run_script
 
@@ -34,6 +35,7 @@ def run_benchmark(subset):
     return json.loads(report[0]), result.stdout
 
 
+@pytest.mark.slow
 def test_benchmark_emits_every_field_and_trains_on_onednn_by_default(subset):
     report, output = run_benchmark(subset)
     rates = ('train_images_per_sec', 'eval_images_per_sec', 'input_images_per_sec', 'device_input_images_per_sec')

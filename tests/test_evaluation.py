@@ -131,6 +131,7 @@ def test_eval_of_another_dataset_is_refused_before_writing(trained):
     assert sorted(os.listdir(trained.log_root)) == before
 
 
+@pytest.mark.multiprocess
 def test_eval_beside_training_sees_each_checkpoint_once_and_ends_with_it(subset, tmp_path, caplog):
     """The trainer in another process, as a user runs the two; the evaluator here."""
     caplog.set_level(logging.INFO, logger='absl')
