@@ -167,7 +167,8 @@ def test_the_portable_model_of_a_bottleneck_network_for_cifar100():
 @pytest.fixture(scope='module')
 def served(run, fast_run):
     """Each format exported from both runs and loaded in one fresh process with only its runtime
-    (started once per format): the process, each run's probabilities and facts, the modules it loaded."""
+    (started once per format): serve(format) gives each run's probabilities and facts, and the
+    modules that process loaded."""
     runs, answers = {'run': run, 'fast_run': fast_run}, {}
 
     def serve(export_format):
