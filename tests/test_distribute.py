@@ -1,6 +1,5 @@
-"""tf.distribute and mixed precision: replicas agree with one device, workers agree with each other."""
+"""tf.distribute and mixed precision: replicas agree with one device (workers with each other: test_worker_faults.py)."""
 
-import dataclasses
 import json
 import logging
 import os
@@ -11,11 +10,10 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, TwoReplicas, as_flags, tiny_config, tiny_hparams, tiny_train_args
-from workers import Workers
+from conftest import ROOT, TwoReplicas, as_flags, tiny_config, tiny_hparams
 
 import resnet_model
-from resnet_cifar import devices, evaluation, run_folder, training
+from resnet_cifar import devices, training
 from resnet_cifar.errors import UserError
 
 
@@ -50,36 +48,6 @@ def test_two_replica_checkpoint_evaluates_the_same_on_one_device(two_replicas):
     assert two['count'] == one['count'] == 50
     assert two['correct'] == one['correct']
     assert abs(two['loss_sum'] - one['loss_sum']) / one['loss_sum'] < 1e-3
-
-
-@pytest.mark.slow
-@pytest.mark.multiprocess
-def test_two_workers_train_in_step_and_only_the_chief_writes(subset, tmp_path):
-    log_root = tmp_path / 'run'
-    args = tiny_train_args(subset, log_root, '--train_steps=20', '--checkpoint_every_steps=10')
-    workers = Workers(tmp_path, *args, '--summary_every_steps=5')
-    try:
-        workers.start()
-        assert workers.finish() == [0, 0]
-    finally:
-        workers.kill_all()
-    output = [workers.output(i) for i in (0, 1)]
-    digests = [re.search(r'training done at step 20; weights digest (\w+)', o).group(1) for o in output]
-    assert digests[0] == digests[1]
-    assert sorted(os.listdir(log_root)) == [
-        'checkpoint',
-        'ckpt-10.data-00000-of-00001',
-        'ckpt-10.index',
-        'ckpt-20.data-00000-of-00001',
-        'ckpt-20.index',
-        'hparams.json',
-        'train',
-    ]
-    assert len(os.listdir(log_root / 'train')) == 1, 'one event file: the chief writes the summaries'
-
-    config = dataclasses.replace(run_folder.read_config(str(log_root)), eval_once=True)
-    metrics = evaluation.evaluate_checkpoints(config)
-    assert metrics['step'] == 20 and metrics['num_examples'] == 1017
 
 
 def test_xla_with_several_replicas_is_refused():

@@ -13,6 +13,7 @@ from conftest import ROOT, checkpoint_steps, with_steps
 
 import cifar_input
 from resnet_cifar import evaluation, run_folder, trained_model, training
+from resnet_cifar.train_state import saved_key
 
 OLD_RUN = os.path.join(ROOT, 'tests', 'data', 'old_run_v1')
 ONE_IMAGE = 1 / 1017  # a float difference between CPUs may flip one near-tie prediction
@@ -47,27 +48,28 @@ def test_an_old_run_evaluates_as_the_old_version_did(old_run):
     assert history[-1]['precision'] == pytest.approx(metrics['precision'], abs=1e-6)
 
 
-def test_an_old_run_resumes_where_it_stopped(old_run, subset):
-    """Two more steps from its ckpt-4 land where this version's own run of the same recipe does in one go
-    of 6 steps: the old checkpoint's weights, momentum and step are all taken up."""
-    old = run_folder.read_config(old_run)
-    resumed = with_steps(old, 6)
-    assert training.train(resumed) == (6, None)
+def test_an_old_run_resumes_where_it_stopped(old_run, tmp_path, monkeypatch):
+    """Its ckpt-4 is taken up whole: right after the restore, every weight, momentum slot and the
+    step are the numbers the old version saved, to the bit; then two more steps end at ckpt-6."""
+    restored = str(tmp_path / 'restored')
+    resume = training._resume
+
+    def resume_and_write(config, checkpoint, saved_config, resume_from):
+        resume(config, checkpoint, saved_config, resume_from)
+        checkpoint.write(restored)
+
+    monkeypatch.setattr(training, '_resume', resume_and_write)
+    assert training.train(with_steps(run_folder.read_config(old_run), 6)) == (6, None)
     assert checkpoint_steps(old_run) == [4, 6]
     with open(os.path.join(old_run, 'hparams.json')) as f:
         assert json.load(f)['hparams']['train_steps'] == 6
 
-    one_go_root = os.path.join(os.path.dirname(old_run), 'one_go')
-    one_go = dataclasses.replace(resumed, log_root=one_go_root, train_dir=None, eval_dir=None)
-    training.train(one_go)
-    expected = tf.train.load_checkpoint(os.path.join(one_go.log_root, 'ckpt-6'))
-    actual = tf.train.load_checkpoint(os.path.join(old_run, 'ckpt-6'))
-    names = [name for name in expected.get_variable_to_shape_map() if name.startswith(('model/', 'optimizer/'))]
-    assert len(names) > 40 and set(names) <= set(actual.get_variable_to_shape_map())
+    saved, taken_up = tf.train.load_checkpoint(os.path.join(old_run, 'ckpt-4')), tf.train.load_checkpoint(restored)
+    names = [name for name in saved.get_variable_to_shape_map() if name.startswith(('model/', 'optimizer/', 'step/'))]
+    assert len(names) > 40 and set(names) <= set(taken_up.get_variable_to_shape_map())
     for name in names:
-        np.testing.assert_allclose(
-            actual.get_tensor(name), expected.get_tensor(name), rtol=1e-3, atol=1e-5, err_msg=name
-        )
+        np.testing.assert_array_equal(taken_up.get_tensor(name), saved.get_tensor(name), err_msg=name)
+    assert taken_up.get_tensor(saved_key('step')) == 4
 
 
 def test_an_old_run_predicts_and_exports(old_run, subset, tmp_path):

@@ -1,7 +1,9 @@
 """Several workers on 127.0.0.1 and their faults: a stop sent to each of them at slightly different
 times, a worker killed mid-run, a worker that never starts. Nothing lost, no traceback, and nothing
-left in the temporary folder once the workers start again."""
+left in the temporary folder once the workers start again; the workers stay in step and only the
+chief writes."""
 
+import dataclasses
 import json
 import os
 import re
@@ -15,7 +17,7 @@ import pytest
 from conftest import as_flags, checkpoint_steps, tiny_train_args
 from workers import Workers, free_ports
 
-from resnet_cifar import cluster_rendezvous, ownership, worker_faults
+from resnet_cifar import cluster_rendezvous, evaluation, ownership, run_folder, worker_faults
 from resnet_cifar.errors import UserError
 
 
@@ -100,58 +102,106 @@ def test_a_worker_waiting_for_the_cluster_says_so_and_honours_sigterm(subset, tm
     assert not os.path.exists(tmp_path / 'run'), 'nothing written'
 
 
-@pytest.mark.slow
-@pytest.mark.multiprocess
-def test_a_stop_sent_to_each_worker_saves_one_step_they_agree_on(subset, tmp_path):
-    """SIGTERM to worker 1, then SIGINT to worker 0 0.3 s later: both save the same step and end
-    with 128 + their signal's number."""
-    (tmp_path / 'tmp').mkdir()
-    args = tiny_train_args(subset, tmp_path / 'run', '--train_steps=100000', '--summary_every_steps=5')
-    workers = Workers(tmp_path, *args, '--checkpoint_every_steps=100000', tmp=tmp_path / 'tmp')
+def _event_file_pids(folder):
+    """The process ids in the names of the event files in `folder` (events.out.tfevents.TIME.HOST.PID.N.v2)."""
+    return {int(name.split('.')[-3]) for name in os.listdir(folder) if name.startswith('events.out.tfevents.')}
+
+
+@pytest.fixture(scope='module')
+def stopped_lost_and_resumed(subset, tmp_path_factory):
+    """Two workers on 127.0.0.1, three times with the same commands: stopped by a signal to each,
+    SIGTERM to worker 1 then SIGINT to worker 0 0.3 s later; resumed until worker 1 is killed after
+    its second checkpoint; resumed again to two steps past the newest checkpoint. One cluster's
+    story, so each start is paid once."""
+    folder = tmp_path_factory.mktemp('cluster')
+    (folder / 'tmp').mkdir()
+    log_root = folder / 'run'
+    args = tiny_train_args(subset, log_root, '--train_steps=100000', '--summary_every_steps=5')
+    workers = Workers(folder, *args, tmp=folder / 'tmp')
+    chief_pids, story = [], {'log_root': log_root, 'tmp': folder / 'tmp', 'cluster': workers.cluster}
     try:
-        workers.start()
+        workers.start(extra=['--checkpoint_every_steps=100000'])
+        chief_pids.append(workers.processes[0].pid)
         workers.wait_for(0, 'step 10/')
         workers.processes[1].send_signal(signal.SIGTERM)
         time.sleep(0.3)
         workers.processes[0].send_signal(signal.SIGINT)
-        codes = workers.finish(timeout=120)
+        story['stop_codes'] = workers.finish(timeout=120)
+        story['stop_outputs'] = [workers.output(i) for i in (0, 1)]
+        story['stop_checkpoints'] = checkpoint_steps(log_root)
+        story['stop_worker_folders'] = _worker_folders(folder / 'tmp')
+
+        every = 5
+        second_save = (max(story['stop_checkpoints']) // every + 2) * every
+        workers.start(extra=[f'--checkpoint_every_steps={every}'])
+        chief_pids.append(workers.processes[0].pid)
+        workers.wait_for(0, 'saved ' + str(log_root / f'ckpt-{second_save}'))
+        workers.processes[1].kill()
+        lost = time.monotonic()
+        story['lost_codes'] = workers.finish(0, timeout=120)
+        story['stopped_after'] = time.monotonic() - lost
+        story['newest'] = newest = max(checkpoint_steps(log_root))
+        story['lost_output'] = workers.output(0)
+        story['lost_worker_folders'] = _worker_folders(folder / 'tmp')
+
+        workers.start(extra=[f'--checkpoint_every_steps={every}', f'--train_steps={newest + 2}'])
+        chief_pids.append(workers.processes[0].pid)
+        story['resume_codes'] = workers.finish(timeout=300)
     finally:
         workers.kill_all()
-    assert codes == [130, 143]
-    stops = [re.search(r'stopped by (SIG\w+) at step (\d+)', workers.output(i)) for i in (0, 1)]
-    assert [stop.group(1) for stop in stops] == ['SIGINT', 'SIGTERM']
-    step = int(stops[0].group(2))
-    assert int(stops[1].group(2)) == step and step >= 10
-    assert checkpoint_steps(tmp_path / 'run') == [step]
-    assert not any('Traceback' in workers.output(i) for i in (0, 1))
-    assert _worker_folders(tmp_path / 'tmp') == []
+    story['resume_outputs'] = [workers.output(i) for i in (0, 1)]
+    story['chief_pids'] = chief_pids
+    return story
 
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_a_lost_worker_stops_the_other_in_one_line_and_the_same_commands_resume(subset, tmp_path):
-    (tmp_path / 'tmp').mkdir()
-    log_root = tmp_path / 'run'
-    args = tiny_train_args(subset, log_root, '--train_steps=100000', '--summary_every_steps=5')
-    workers = Workers(tmp_path, *args, '--checkpoint_every_steps=5', tmp=tmp_path / 'tmp')
-    try:
-        workers.start()
-        workers.wait_for(0, 'saved ' + str(log_root / 'ckpt-10'))
-        workers.processes[1].kill()
-        lost = time.monotonic()
-        assert workers.finish(0, timeout=120) == [2]
-        stopped_after = time.monotonic() - lost
-        newest = max(checkpoint_steps(log_root))
-        line = _error_line(workers.output(0))
-        assert f'worker 1 ({workers.cluster["worker"][1]}) stopped answering' in line, line
-        assert f'the newest complete checkpoint is {log_root}/ckpt-{newest}' in line, line
-        assert 'start every worker again with the same commands' in line, line
-        assert stopped_after < 60
-        assert _worker_folders(tmp_path / 'tmp'), 'the killed worker could not remove its folders'
+def test_a_stop_sent_to_each_worker_saves_one_step_they_agree_on(stopped_lost_and_resumed):
+    """Each worker ends with 128 + its signal's number, and both save the same step."""
+    story = stopped_lost_and_resumed
+    assert story['stop_codes'] == [130, 143], story['stop_outputs']
+    stops = [re.search(r'stopped by (SIG\w+) at step (\d+)', output) for output in story['stop_outputs']]
+    assert [stop.group(1) for stop in stops] == ['SIGINT', 'SIGTERM']
+    step = int(stops[0].group(2))
+    assert int(stops[1].group(2)) == step and step >= 10
+    assert story['stop_checkpoints'] == [step]
+    assert not any('Traceback' in output for output in story['stop_outputs'])
+    assert story['stop_worker_folders'] == []
 
-        workers.start(extra=[f'--train_steps={newest + 2}'])
-        assert workers.finish(timeout=300) == [0, 0]
-    finally:
-        workers.kill_all()
-    assert f'from step {newest} to {newest + 2}' in workers.output(0)
-    assert _worker_folders(tmp_path / 'tmp') == [], 'removed when the workers started again'
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_a_lost_worker_stops_the_other_in_one_line_and_the_same_commands_resume(stopped_lost_and_resumed):
+    story = stopped_lost_and_resumed
+    log_root, newest = story['log_root'], story['newest']
+    assert story['lost_codes'] == [2], story['lost_output']
+    line = _error_line(story['lost_output'])
+    assert f'worker 1 ({story["cluster"]["worker"][1]}) stopped answering' in line, line
+    assert f'the newest complete checkpoint is {log_root}/ckpt-{newest}' in line, line
+    assert 'start every worker again with the same commands' in line, line
+    assert story['stopped_after'] < 60
+    assert story['lost_worker_folders'], 'the killed worker could not remove its folders'
+
+    assert story['resume_codes'] == [0, 0], story['resume_outputs']
+    assert f'from step {newest} to {newest + 2}' in story['resume_outputs'][0]
+    assert _worker_folders(story['tmp']) == [], 'removed when the workers started again'
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_workers_train_in_step_and_only_the_chief_writes(stopped_lost_and_resumed):
+    """The workers end with the same weights; the run folder holds the chief's files alone (the
+    summaries of each of its starts), and its last checkpoint evaluates."""
+    story = stopped_lost_and_resumed
+    log_root, end = story['log_root'], story['newest'] + 2
+    done = rf'training done at step {end}; weights digest (\w+)'
+    digests = [re.search(done, output).group(1) for output in story['resume_outputs']]
+    assert digests[0] == digests[1]
+    names = set(os.listdir(log_root))
+    assert {'checkpoint', 'hparams.json', 'train', f'ckpt-{end}.index', f'ckpt-{end}.data-00000-of-00001'} <= names
+    assert all(name in ('checkpoint', 'hparams.json', 'train') or name.startswith('ckpt-') for name in names), names
+    assert _event_file_pids(log_root / 'train') == set(story['chief_pids'])
+
+    config = dataclasses.replace(run_folder.read_config(str(log_root)), eval_once=True)
+    metrics = evaluation.evaluate_checkpoints(config)
+    assert metrics['step'] == end and metrics['num_examples'] == 1017
