@@ -1,4 +1,4 @@
-"""tf.distribute and mixed precision: replicas agree with one device (workers with each other: test_worker_faults.py)."""
+"""tf.distribute and mixed precision: replicas agree with one device (workers: test_worker_faults.py)."""
 
 import json
 import logging
