@@ -15,12 +15,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import resnet_cifar
 
-# One thread per TensorFlow op pool, in the test processes and in the programs they start, unless the
-# environment sets it: they share the CPUs, where idle op threads spinning for work cost CPU time
-# (docs/testing.md). Seeded runs match to the bit at one thread count, so the tests compare runs
-# made in one process, never with numbers saved at another count.
-for variable in ('TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS'):
-    os.environ.setdefault(variable, '1')
 resnet_cifar.setup()  # TensorFlow started as the command line starts it, before the imports below load it
 
 # isort: split
