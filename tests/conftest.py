@@ -84,6 +84,13 @@ def pytest_xdist_auto_num_workers(config):
     return len(os.sched_getaffinity(0)) + 1
 
 
+def pytest_configure(config):
+    """`--dist loadfile` hands out the files with the most tests first unless told not to; the order
+    pytest_collection_modifyitems gives is the one wanted."""
+    if hasattr(config.option, 'loadscopereorder'):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(items):
     """The files with multi-process tests first, then those with slow ones, each file's tests kept
     together in their order: `--dist loadfile` hands whole files to the workers in this order, and a
