@@ -161,8 +161,10 @@ def test_sigterm_saves_the_current_step_and_resume_continues(subset, tmp_path):
     process, log = _start_main(*args)
     _wait_for_step(log, process, 3)
     process.send_signal(signal.SIGSTOP)  # paused, still holding its folder: it takes no CPU from the second start
-    second = run_main(*args)  # the same command started twice
-    process.send_signal(signal.SIGCONT)
+    try:
+        second = run_main(*args)  # the same command started twice
+    finally:
+        process.send_signal(signal.SIGCONT)
     assert_user_error(second, f'--log_root: {log_root} is in use by train process {process.pid}', 'another --log_root')
     process.send_signal(sig)
     assert process.wait(timeout=120) == 128 + sig
