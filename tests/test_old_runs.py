@@ -61,7 +61,8 @@ def test_an_old_run_resumes_where_it_stopped(old_run, tmp_path, monkeypatch):
         checkpoint.write(restored)
 
     monkeypatch.setattr(training, '_resume', resume_and_write)
-    assert training.train(with_steps(run_folder.read_config(old_run), 6)) == (6, None)
+    resumed = with_steps(run_folder.read_config(old_run), 6)
+    assert training.train(resumed) == (6, None)
     assert checkpoint_steps(old_run) == [4, 6]
     with open(os.path.join(old_run, 'hparams.json')) as f:
         assert json.load(f)['hparams']['train_steps'] == 6
@@ -74,9 +75,7 @@ def test_an_old_run_resumes_where_it_stopped(old_run, tmp_path, monkeypatch):
     assert taken_up.get_tensor(saved_key('step')) == 4
 
     one_go_root = str(tmp_path / 'one_go')
-    one_go = dataclasses.replace(
-        with_steps(run_folder.read_config(old_run), 6), log_root=one_go_root, train_dir=None, eval_dir=None
-    )
+    one_go = dataclasses.replace(resumed, log_root=one_go_root, train_dir=None, eval_dir=None)
     training.train(one_go)
     expected, actual = tf.train.load_checkpoint(f'{one_go_root}/ckpt-6'), tf.train.load_checkpoint(f'{old_run}/ckpt-6')
     for name in names:

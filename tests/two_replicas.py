@@ -168,5 +168,5 @@ def checkpoint_across_strategies():
 CASES = (one_step, fast_steps, device_input_steps, muon_steps, checkpoint_across_strategies)
 
 if __name__ == '__main__':
-    chosen = sys.argv[1:] or [case.__name__ for case in CASES]
-    print(json.dumps({name: globals()[name]() for name in chosen}))
+    by_name = {case.__name__: case for case in CASES}
+    print(json.dumps({name: by_name[name]() for name in sys.argv[1:] or by_name}))
