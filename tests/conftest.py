@@ -2,6 +2,7 @@
 or as a user makes them, what a run folder holds, record files, and the check of a one-line user error."""
 
 import dataclasses
+import gc
 import importlib.util
 import os
 import shutil
@@ -89,6 +90,12 @@ def pytest_configure(config):
     pytest_collection_modifyitems gives is the one wanted."""
     if hasattr(config.option, 'loadscopereorder'):
         config.option.loadscopereorder = False
+
+
+def pytest_unconfigure(config):
+    """A test process ends as the programs do (errors.run_program): without garbage collection over
+    the models and graphs its tests made, which takes seconds once they are done."""
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(items):
