@@ -8,6 +8,7 @@ Importing this module starts nothing; setup() imports TensorFlow.
 """
 
 import contextlib
+import gc
 import logging as logging_std
 import os
 import platform
@@ -60,6 +61,20 @@ def _quiet_stderr(quiet):
         os.close(devnull)
 
 
+@contextlib.contextmanager
+def _no_garbage_collection():
+    """Python's garbage collector paused within, then as it was. Importing TensorFlow and Keras makes
+    hundreds of thousands of objects, few of them garbage, and the full collections their number
+    sets off took a fifth of the import's time (docs/performance.md)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _import_tensorflow():
     """Imports TensorFlow with the environment defaults the user did not override. Returns whether
     the kernel choice came too late: something imported TensorFlow before, without it."""
@@ -70,7 +85,7 @@ def _import_tensorflow():
         if name not in os.environ:
             os.environ[name] = value
             _set_by_setup.add(name)
-    with _quiet_stderr('TF_CPP_MIN_LOG_LEVEL' in _set_by_setup):
+    with _quiet_stderr('TF_CPP_MIN_LOG_LEVEL' in _set_by_setup), _no_garbage_collection():
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
     return False

@@ -24,6 +24,8 @@ import tensorflow as tf  # noqa: E402
 from resnet_cifar import datasets, process_settings, run_config, training  # noqa: E402
 from resnet_cifar.hparams_check import make_hparams  # noqa: E402
 
+gc.freeze()  # as resnet_main.py after setup: what TensorFlow loaded stays out of the tests' collections
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBSET = datasets.SHARED_SUBSET
 
