@@ -17,7 +17,6 @@ predict and export read what they need from hparams.json, so the training flags 
 # configuration (or a checkpoint) and a strategy, and can be called from Python.
 
 import dataclasses
-import gc
 import time
 
 from absl import flags, logging
@@ -269,8 +268,7 @@ def main(argv):
         raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])}')
     started = time.time()
     check_before_start()
-    dtype = startup.setup(FLAGS.num_gpus, FLAGS.deterministic, FLAGS.dtype, flag_name)
-    gc.freeze()  # what TensorFlow loaded lives as long as this process: later collections skip it
+    dtype = startup.setup(FLAGS.num_gpus, FLAGS.deterministic, FLAGS.dtype, flag_name, command=True)
     from resnet_cifar import devices, evaluation, machine, run_summary, trained_model, training
 
     if FLAGS.mode == 'predict':

@@ -75,9 +75,31 @@ def _no_garbage_collection():
             gc.enable()
 
 
-def _import_tensorflow():
-    """Imports TensorFlow with the environment defaults the user did not override. Returns whether
-    the kernel choice came too late: something imported TensorFlow before, without it."""
+# Keras imports these when they are installed, for notebooks and for its plotting helpers; no
+# command shows either, and they were a fifth of TensorFlow's start (docs/performance.md).
+NOT_FOR_COMMANDS = ('IPython', 'matplotlib')
+
+
+@contextlib.contextmanager
+def _unimportable(names):
+    """Within, importing any of `names` not imported yet fails as if it were not installed (Python's
+    import system reads a None in sys.modules so); afterwards they import as before."""
+    blocked = [name for name in names if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None
+    try:
+        yield
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
+def _import_tensorflow(command):
+    """Imports TensorFlow with the environment defaults the user did not override; for a `command`,
+    without Keras' imports for notebooks and plots, and with what it loaded left out of the garbage
+    collections to come (gc.freeze: it lives as long as the process). Returns whether the kernel
+    choice came too late: something imported TensorFlow before, without it."""
     defaults = _environment_defaults()
     if 'tensorflow' in sys.modules:
         return 'TF_ENABLE_ONEDNN_OPTS' in defaults.keys() - os.environ.keys()
@@ -85,9 +107,15 @@ def _import_tensorflow():
         if name not in os.environ:
             os.environ[name] = value
             _set_by_setup.add(name)
-    with _quiet_stderr('TF_CPP_MIN_LOG_LEVEL' in _set_by_setup), _no_garbage_collection():
+    with (
+        _quiet_stderr('TF_CPP_MIN_LOG_LEVEL' in _set_by_setup),
+        _no_garbage_collection(),
+        _unimportable(NOT_FOR_COMMANDS if command else ()),
+    ):
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
+    if command:
+        gc.freeze()
     return False
 
 
@@ -146,7 +174,7 @@ def _plain_logging():
         absl_logger.addFilter(_WithoutTensorFlowInfo())
 
 
-def setup(num_gpus=None, deterministic=False, dtype='float32', name=str):
+def setup(num_gpus=None, deterministic=False, dtype='float32', name=str, command=False):
     """Starts TensorFlow as a run needs it, before any op runs; the command line calls it first.
 
     TensorFlow is imported with its oneDNN kernels (x86-64) and without its C++ start-up lines,
@@ -156,9 +184,11 @@ def setup(num_gpus=None, deterministic=False, dtype='float32', name=str):
     determinism; dtype 'bfloat16' or 'float16' computes in mixed precision, 'auto' in the one measured
     fastest on this machine (dtype_speed: measured once, cached); float16 on a CPU gets a warning.
     Returns the dtype used. `name` words a setting in the lines it logs (the command line: its flag).
+    `command`: this process is one of the project's commands, never a notebook or a user's script,
+    and starts as a command can (_import_tensorflow).
     """
     _plain_logging()
-    too_late = _import_tensorflow()
+    too_late = _import_tensorflow(command)
     import tensorflow as tf
 
     tf.get_logger().setLevel('WARNING')  # its INFO lines are TensorFlow's, not the run's

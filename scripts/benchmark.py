@@ -261,7 +261,7 @@ def measure_train_and_eval(hps, strategy):
 def main(argv):
     del argv
     hps = presets.build_hparams(FLAGS.hparams, FLAGS.hparams_override, FLAGS.dataset)  # before TensorFlow
-    dtype = startup.setup(dtype=FLAGS.dtype, name=lambda key: f'--{key}')
+    dtype = startup.setup(dtype=FLAGS.dtype, name=lambda key: f'--{key}', command=True)
     import tensorflow as tf
 
     from resnet_cifar import devices, machine

@@ -61,7 +61,7 @@ def main(argv):
             socket.getaddrinfo(host, 443)  # fails at once offline, where the download would retry for minutes
         except OSError as e:
             raise UserError(f'cannot download {url} ({host}: {e.strerror}); {_offline_hint(url)}') from None
-    startup.setup()  # tensorflow-datasets imports TensorFlow: quietly, as a run does
+    startup.setup(command=True)  # tensorflow-datasets imports TensorFlow: quietly, as a run does
     import tensorflow_datasets as tfds
 
     url_infos = tfds.download.checksums.get_all_url_infos()

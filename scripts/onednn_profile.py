@@ -99,7 +99,7 @@ def main(argv):
             raise errors.UserError(f'cannot read {FLAGS.log} ({e.strerror})', 'log') from None
     else:
         os.environ.setdefault('ONEDNN_VERBOSE', 'profile_exec')  # read when TensorFlow loads oneDNN
-        startup.setup(num_gpus=0)
+        startup.setup(num_gpus=0, command=True)
         lines = profiled_steps()
     summary = summarize(lines, FLAGS.steps)
     if not summary:

@@ -18,7 +18,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    startup.setup()  # quietly, as a run starts: the folders are read with TensorFlow
+    startup.setup(command=True)  # quietly, as a run starts: the folders are read with TensorFlow
     from resnet_cifar import run_list
 
     if FLAGS.compare:

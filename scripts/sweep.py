@@ -68,7 +68,7 @@ def main(argv):
     """Reads the flags and runs the sweep; exit code 1 when some trial failed."""
     if len(argv) > 1:
         raise UserError(f'unexpected arguments: {" ".join(argv[1:])}')
-    startup.setup(dtype=FLAGS.dtype)
+    startup.setup(dtype=FLAGS.dtype, command=True)
     from resnet_cifar import sweep, sweep_plan, sweep_results  # they import TensorFlow: after its start-up
 
     if FLAGS.compare:

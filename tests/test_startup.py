@@ -1,6 +1,7 @@
 """startup.setup(): the one start the command line and Python share. In fresh processes, since what
 is imported first, and what logging was set up before, is what it is about."""
 
+import importlib.util
 import logging
 import os
 import platform
@@ -35,6 +36,25 @@ def test_importing_the_package_and_the_command_line_starts_no_tensorflow():
     assert imported == '[]'
     for name in ('setup', 'new_run', 'train', 'evaluate', 'predict', 'export', 'load', 'read_config'):
         assert f"'{name}'" in api
+
+
+def test_a_command_starts_without_keras_imports_for_notebooks_and_plots():
+    """A command's setup skips Keras' optional imports of IPython and matplotlib (those installed:
+    matplotlib always is) and freezes what TensorFlow loaded; they import again afterwards. A
+    script's setup skips nothing."""
+    installed = sorted(name for name in resnet_cifar.startup.NOT_FOR_COMMANDS if importlib.util.find_spec(name))
+    code = (
+        'import gc, importlib, sys, resnet_cifar.startup as startup\n'
+        'startup.setup(command={command})\n'
+        'print(sorted(set(startup.NOT_FOR_COMMANDS) & set(sys.modules)), gc.get_freeze_count() > 0)\n'
+        f'for name in {installed}: importlib.import_module(name)\n'
+        'print(sorted(set(startup.NOT_FOR_COMMANDS) & set(sys.modules)))\n'
+    )
+    command, script = _python(code.format(command=True)), _python(code.format(command=False))
+    assert command.returncode == 0 and script.returncode == 0, command.stderr + script.stderr
+    assert 'matplotlib' in installed
+    assert command.stdout.splitlines() == ['[] True', str(installed)]
+    assert script.stdout.splitlines() == [f'{installed} False', str(installed)]
 
 
 def test_every_name_of_the_python_api_resolves():
