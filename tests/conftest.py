@@ -16,15 +16,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import resnet_cifar
 
-resnet_cifar.setup()  # TensorFlow started as the command line starts it, before the imports below load it
+resnet_cifar.setup(command=True)  # TensorFlow started as the command line starts it, before the imports below load it
 
 # isort: split
 import tensorflow as tf  # noqa: E402
 
 from resnet_cifar import datasets, process_settings, run_config, training  # noqa: E402
 from resnet_cifar.hparams_check import make_hparams  # noqa: E402
-
-gc.freeze()  # as resnet_main.py after setup: what TensorFlow loaded stays out of the tests' collections
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBSET = datasets.SHARED_SUBSET
