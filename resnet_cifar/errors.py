@@ -178,5 +178,5 @@ def run_program(main, flag_values, name=None, stop_hint=''):
         if code == 1 and any(arg in HELP_FLAGS for arg in sys.argv[1:]):  # absl ends --help with 1
             code = 0
         _end_at_once(code)
-        gc.freeze()  # Python's collections at shutdown would walk every object TensorFlow made: a second or more
+        gc.freeze()  # Python's collections at shutdown would walk every object TensorFlow made (docs/performance.md)
         sys.exit(code)

@@ -65,7 +65,7 @@ def _quiet_stderr(quiet):
 def _no_garbage_collection():
     """Python's garbage collector paused within, then as it was. Importing TensorFlow and Keras makes
     hundreds of thousands of objects, few of them garbage, and the full collections their number
-    sets off took a fifth of the import's time (docs/performance.md)."""
+    sets off were a good part of the import's time (docs/performance.md)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -76,7 +76,7 @@ def _no_garbage_collection():
 
 
 # Keras imports these when they are installed, for notebooks and for its plotting helpers; no
-# command shows either, and they were a fifth of TensorFlow's start (docs/performance.md).
+# command shows either, and importing them slowed every start (docs/performance.md).
 NOT_FOR_COMMANDS = ('IPython', 'matplotlib')
 
 
