@@ -98,16 +98,39 @@ def pytest_unconfigure(config):
     gc.freeze()
 
 
+# The files that take longest, with their seconds in one run of the whole suite at three workers
+# (docs/testing.md, "What was done"). A stale figure costs time, never a result.
+LONGEST_FILES = {
+    'test_resnet_main.py': 101,
+    'test_export.py': 100,
+    'test_sweep.py': 76,
+    'test_distribute.py': 70,
+    'test_sweep_ray.py': 57,
+    'test_fast.py': 53,
+    'test_worker_faults.py': 47,
+    'test_evaluation.py': 47,
+    'test_run_folder.py': 40,
+    'test_training_loop.py': 31,
+    'test_run_config.py': 30,
+    'test_startup.py': 30,
+    'test_muon.py': 27,
+    'test_training.py': 25,
+    'test_recipe.py': 21,
+    'test_benchmark.py': 20,
+}
+
+
 def pytest_collection_modifyitems(items):
-    """The files with multi-process tests first, then those with slow ones, each file's tests kept
-    together in their order: `--dist loadfile` hands whole files to the workers in this order, and a
-    long file handed out last would run on alone at the end."""
+    """The longest files first, longest to shortest, then the others, those with multi-process tests
+    first, then those with slow ones; each file's tests kept together in their order. `--dist
+    loadfile` hands whole files to the workers in this order, and a long file handed out last would
+    run on alone at the end."""
     marked = {}
     for item in items:
         names = {mark.name for mark in item.iter_markers()}
         weight = 2 if 'multiprocess' in names else 1 if 'slow' in names else 0
         marked[item.path] = max(marked.get(item.path, 0), weight)
-    items.sort(key=lambda item: -marked[item.path])
+    items.sort(key=lambda item: (-LONGEST_FILES.get(item.path.name, 0), -marked[item.path]))
 
 
 @pytest.fixture(autouse=True, scope='session')
