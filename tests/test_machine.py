@@ -3,12 +3,8 @@ and the start-up line, of which one run of resnet_main.py shows the line as a us
 """
 
 import os
-import re
-import sys
 
 import pytest
-import tensorflow as tf
-from conftest import run_main
 
 from resnet_cifar import devices, machine
 
@@ -144,32 +140,3 @@ def test_the_isa_onednn_reports_is_read_from_its_verbose_lines():
     assert machine.parse_onednn_isa(output) == 'Intel AVX-512 with Intel DL Boost and bfloat16 support'
     assert machine.parse_onednn_isa('dnnl_verbose,info,cpu,isa:Intel AVX2\n') == 'Intel AVX2'  # older oneDNN
     assert machine.parse_onednn_isa('some other output\n') is None
-
-
-@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='/proc/cpuinfo')
-def test_a_run_logs_its_devices_and_strategy_in_one_line(tmp_path):
-    """resnet_main.py as a user runs it, with no device flag, on this machine: one line, the start-up
-    line of this machine (whose wording test_the_start_up_line checks) with settings named as flags."""
-    result = run_main(
-        '--mode=train',
-        '--data_source=synthetic',
-        f'--log_root={tmp_path}',
-        '--hparams_override=num_residual_units=1,batch_size=16',
-        '--train_steps=1',
-    )
-    assert result.returncode == 0, result.stderr
-    lines = [line[line.index('devices: ') :] for line in result.stderr.splitlines() if 'devices: ' in line]
-    assert len(lines) == 1, result.stderr
-    if tf.config.list_physical_devices('GPU'):
-        assert re.match(r'devices: \d+ GPUs? \(.+\); strategy: (one_device|mirrored), \d+ replicas?$', lines[0])
-        return
-    cpuinfo = open('/proc/cpuinfo').read()
-    model = re.search(r'^model name\s*:\s*(.+)$', cpuinfo, flags=re.M).group(1).strip()
-    start = f'devices: CPU ({model}, {os.cpu_count()} logical cores; no GPU visible); strategy: default, 1 replica'
-    assert lines[0].startswith(start), lines[0]
-    # nothing measured in the tests' own cache: where the CPU has bfloat16, the hint says how to measure
-    hint = lines[0][len(start) :]
-    if ' avx512_bf16' in cpuinfo:
-        assert hint.startswith('; ') and 'not measured here' in hint and '--dtype=auto' in hint, hint
-    else:
-        assert hint == '', hint

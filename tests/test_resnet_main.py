@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import tensorflow as tf
 from conftest import (
     ROOT,
     TINY_OVERRIDE,
@@ -24,7 +25,7 @@ from conftest import (
 )
 
 import resnet_main
-from resnet_cifar import evaluation, training
+from resnet_cifar import errors, evaluation, training
 from resnet_cifar.errors import UserError
 
 
@@ -54,6 +55,28 @@ def test_second_run_resumes_without_repeating_flags(cli_run):
     assert saved['data']['train_data_path'].endswith('cifar10-subset/data_batch_*.bin')
 
 
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='/proc/cpuinfo')
+def test_a_run_logs_its_devices_and_strategy_in_one_line(cli_run):
+    """With no device flag, on this machine: one line, the start-up line of this machine (whose
+    wording test_machine.py's test_the_start_up_line checks) with settings named as flags."""
+    stderr = cli_run['first'].stderr
+    lines = [line[line.index('devices: ') :] for line in stderr.splitlines() if 'devices: ' in line]
+    assert len(lines) == 1, stderr
+    if tf.config.list_physical_devices('GPU'):
+        assert re.match(r'devices: \d+ GPUs? \(.+\); strategy: (one_device|mirrored), \d+ replicas?$', lines[0])
+        return
+    cpuinfo = open('/proc/cpuinfo').read()
+    model = re.search(r'^model name\s*:\s*(.+)$', cpuinfo, flags=re.M).group(1).strip()
+    start = f'devices: CPU ({model}, {os.cpu_count()} logical cores; no GPU visible); strategy: default, 1 replica'
+    assert lines[0].startswith(start), lines[0]
+    # nothing measured in the tests' own cache: where the CPU has bfloat16, the hint says how to measure
+    hint = lines[0][len(start) :]
+    if ' avx512_bf16' in cpuinfo:
+        assert hint.startswith('; ') and 'not measured here' in hint and '--dtype=auto' in hint, hint
+    else:
+        assert hint == '', hint
+
+
 def test_resume_with_another_architecture_is_refused(cli_run, parsed_flags):
     before = sorted(os.listdir(cli_run['log_root']))
     parsed_flags('--log_root', cli_run['log_root'], '--hparams=resnet110')
@@ -65,10 +88,24 @@ def test_resume_with_another_architecture_is_refused(cli_run, parsed_flags):
     assert sorted(os.listdir(cli_run['log_root'])) == before
 
 
+def _user_mistakes(tmp_path):
+    """Where the mistakes below point: an empty folder, a file of CIFAR-100 records."""
+    (tmp_path / 'empty').mkdir()
+    write_records(tmp_path / 'batch.bin', [1, 2, 3], coarse=[0, 0, 0])
+    return {'empty': tmp_path / 'empty', 'cifar100_file': tmp_path / 'batch.bin'}
+
+
+def test_a_user_error_after_tensorflow_starts_ends_the_process_in_one_line(tmp_path):
+    """Exit code 2 and one line, no traceback, once TensorFlow has started and logged."""
+    result = run_main(
+        '--mode=train', '--log_root', str(tmp_path / 'run'), f'--data_dir={_user_mistakes(tmp_path)["empty"]}'
+    )
+    assert_user_error(result, '--data_dir: no file matches', 'data_batch_*.bin')
+
+
 @pytest.mark.parametrize(
     'args, fragments',
     [
-        pytest.param(['--data_dir={empty}'], ['--data_dir: no file matches', 'data_batch_*.bin'], id='data'),
         pytest.param(
             ['--train_data_path={cifar100_file}'],
             ['batch.bin', 'looks like cifar100', '--dataset=cifar100'],
@@ -84,14 +121,17 @@ def test_resume_with_another_architecture_is_refused(cli_run, parsed_flags):
         ),
     ],
 )
-def test_a_user_error_is_one_line_naming_the_flag(tmp_path, args, fragments):
-    (tmp_path / 'empty').mkdir()
-    (tmp_path / 'a_file').write_text('not a folder')
-    write_records(tmp_path / 'batch.bin', [1, 2, 3], coarse=[0, 0, 0])
-    paths = {'empty': tmp_path / 'empty', 'a_file': tmp_path / 'a_file', 'cifar100_file': tmp_path / 'batch.bin'}
+def test_a_user_error_is_one_line_naming_the_flag(tmp_path, parsed_flags, capsys, args, fragments):
+    """resnet_main's main in this process, as the command line wraps it (the process: the test above)."""
+    paths = _user_mistakes(tmp_path)
     args = [arg.format(**paths) for arg in args]
-    result = run_main('--mode=train', '--log_root', str(tmp_path / 'run'), *args)
-    assert_user_error(result, *fragments)
+    parsed_flags('--mode=train', '--log_root', str(tmp_path / 'run'), *args)
+    with pytest.raises(SystemExit) as exit:
+        errors.exit_on_error(resnet_main.main, resnet_main.FLAGS, resnet_main.flag_name)(['resnet_main.py'])
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error: ')]
+    assert exit.value.code == 2
+    for fragment in fragments:
+        assert fragment in line, line
 
 
 @pytest.mark.parametrize(

@@ -10,16 +10,21 @@ import os
 import sys
 import tempfile
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-import keras  # noqa: E402
 import numpy as np
-import tensorflow as tf
 
-import cifar_input
-import resnet_model
-from resnet_cifar import device_input, fast_network, training
-from resnet_cifar.hparams_check import make_hparams
-from resnet_cifar.run_config import build_hparams
+import resnet_cifar
+
+resnet_cifar.setup(command=True)  # TensorFlow started as a command starts it; its runtime not yet
+
+# isort: split
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import cifar_input  # noqa: E402
+import resnet_model  # noqa: E402
+from resnet_cifar import device_input, fast_network, training  # noqa: E402
+from resnet_cifar.hparams_check import make_hparams  # noqa: E402
+from resnet_cifar.run_config import build_hparams  # noqa: E402
 
 CPU = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -110,9 +115,10 @@ def device_input_steps():
         return one, device_input.DeviceInput(strategy, images, labels, hps, 5)
 
     one, two = made_on_each(HPS._replace(cutout=8, alternating_flip=True))
+    sliced_batch = tf.function(two.batch)
     unequal = 0
     for step in tf.range(7, dtype=tf.int64):
-        whole, sliced = one.batch(step), tf.function(two.batch)(step)
+        whole, sliced = one.batch(step), sliced_batch(step)
         for tensor, slices in zip(whole, sliced, strict=True):
             unequal += not np.array_equal(tensor, np.concatenate(strategy.experimental_local_results(slices)))
 
