@@ -15,14 +15,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import resnet_cifar
-
-resnet_cifar.setup(command=True)  # TensorFlow started as the command line starts it, before the imports below load it
-
-# isort: split
-import tensorflow as tf  # noqa: E402
-
-from resnet_cifar import datasets, process_settings, run_config, training  # noqa: E402
-from resnet_cifar.hparams_check import make_hparams  # noqa: E402
+from resnet_cifar import datasets, process_settings, run_config
+from resnet_cifar.hparams_check import make_hparams
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBSET = datasets.SHARED_SUBSET
@@ -85,9 +79,14 @@ def pytest_xdist_auto_num_workers(config):
     return len(os.sched_getaffinity(0)) + 1
 
 
+@pytest.hookimpl(trylast=True)  # after xdist's, which registers 'dsession' in the process that hands out tests
 def pytest_configure(config):
-    """`--dist loadfile` hands out the files with the most tests first unless told not to; the order
-    pytest_collection_modifyitems gives is the one wanted."""
+    """TensorFlow started as the command line starts it, before the test files import it, in each
+    process that runs tests; not in the one that only hands them to the workers (`-n`), whose start
+    every worker waits for. `--dist loadfile` hands out the files with the most tests first unless
+    told not to; the order pytest_collection_modifyitems gives is the one wanted."""
+    if not config.pluginmanager.has_plugin('dsession'):
+        resnet_cifar.setup(command=True)
     if hasattr(config.option, 'loadscopereorder'):
         config.option.loadscopereorder = False
 
@@ -285,6 +284,8 @@ def write_records(path, labels, images=None, coarse=None):
 def fake_gpus(monkeypatch):
     """TensorFlow reports `count` A100s, of which configure_tensorflow() may hide some; returns the
     devices it was asked to leave visible."""
+    import tensorflow as tf
+
     state = {}
 
     def install(count):
@@ -325,6 +326,8 @@ def folder_contents(folder):
 def train_stopped_then_resumed(monkeypatch, config):
     """Trains `config` until its first progress report, where Ctrl-C arrives, then runs the same call
     again, as a user resumes: the two TrainResults."""
+    from resnet_cifar import training
+
     report = training._report
 
     def interrupt_at_the_first_report(*args):
