@@ -65,7 +65,11 @@ class SplitScorer:
         if model is not self.model:
             self.model, self.eval_steps = model, {}
         if tta not in self.eval_steps:  # one compiled step per model and views
-            self.eval_steps[tta] = self.resnet.build_eval_op(model, self.strategy, self.jit_compile, tta)
+            eval_step = self.resnet.build_eval_op(model, self.strategy, self.jit_compile, tta)
+            # Traced once for any batch size: a split's last batch may be partial, and a step traced
+            # for its shapes alone would be traced again for that batch.
+            eval_step.get_concrete_function(*self.batches.element_spec)
+            self.eval_steps[tta] = eval_step
         eval_step = self.eval_steps[tta]
         confusion, loss_sum = 0, 0.0
         last_progress = time.time()

@@ -12,8 +12,11 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import ROOT, as_flags, summary_tags, tiny_config, tiny_train_args
 
+import cifar_input
+import resnet_model
 from resnet_cifar import datasets, evaluation, run_config, training
 from resnet_cifar.errors import UserError
 
@@ -46,6 +49,21 @@ def test_eval_reports_per_class_results(trained, tmp_path):
     assert per_class['cat'] == pytest.approx(row[3] / row.sum(), abs=1e-4)
     lines = open(tmp_path / 'metrics.json').read().splitlines()
     assert sum(bool(re.fullmatch(r' *\[\d+(, \d+){9}\],?', line)) for line in lines) == 10, 'a row per line'
+
+
+def test_a_split_with_a_partial_last_batch_is_scored_by_one_trace_of_the_step(trained):
+    """1017 images at 100 a batch end with a batch of 17, which a step traced for the full
+    batches' shapes alone would be traced again for."""
+    images, labels = cifar_input.load_run_split(trained, 'test')
+    scorer = evaluation.SplitScorer(trained.hparams, images, labels, 100, tf.distribute.get_strategy())
+    model = resnet_model.ResNet(trained.hparams).build_model()
+    for tta in (True, True, False):
+        metrics, confusion = scorer(model, tta)
+        assert metrics['num_examples'] == confusion.sum() == 1017
+    assert {tta: step.experimental_get_tracing_count() for tta, step in scorer.eval_steps.items()} == {
+        True: 1,
+        False: 1,
+    }
 
 
 def test_continuous_eval_stops_after_the_final_checkpoint(trained, tmp_path, caplog):
