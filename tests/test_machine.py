@@ -1,5 +1,5 @@
 """How a run describes the machine: the CPU from /proc/cpuinfo, oneDNN's instruction set, the GPUs,
-and the start-up line, of which one run of resnet_main.py shows the line as a user sees it.
+and the start-up line (as a user sees it on the command line: test_resnet_main.py).
 """
 
 import os

@@ -126,10 +126,10 @@ def test_a_user_error_is_one_line_naming_the_flag(tmp_path, parsed_flags, capsys
     paths = _user_mistakes(tmp_path)
     args = [arg.format(**paths) for arg in args]
     parsed_flags('--mode=train', '--log_root', str(tmp_path / 'run'), *args)
-    with pytest.raises(SystemExit) as exit:
+    with pytest.raises(SystemExit) as ended:
         errors.exit_on_error(resnet_main.main, resnet_main.FLAGS, resnet_main.flag_name)(['resnet_main.py'])
     [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error: ')]
-    assert exit.value.code == 2
+    assert ended.value.code == 2
     for fragment in fragments:
         assert fragment in line, line
 
